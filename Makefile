@@ -1,0 +1,53 @@
+# distillery: one command to set up and run, one to set up and test.
+# `make run` / `make test` create .venv if needed and install the project with the CPU
+# build of PyTorch (torch==2.13.0). For a GPU, see README "GPU set-up".
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+# Extra pip arguments for torch, e.g. TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_INDEX ?=
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export GX_ANALYTICS_ENABLED := False
+
+.PHONY: setup run test lint format bench viz viz-build mlflow-ui clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed  ## create .venv and install distillery (CPU torch by default)
+
+run: setup  ## the main job: every stage on the defaults (`kedro run`)
+	$(BIN)/kedro run
+
+test: setup  ## lint, then the whole test suite (slow tests included)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+viz: setup  ## kedro-viz on http://127.0.0.1:4141
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
+
+viz-build: setup  ## static kedro-viz site in build/
+	$(BIN)/kedro viz build
+
+mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the project's SQLite store
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:  ## remove outputs (data layers, MLflow store); keeps .venv
+	find data -type f ! -name .gitkeep -delete
+	find data -mindepth 2 -type d -empty -delete
+	rm -rf mlflow.db mlartifacts mlruns

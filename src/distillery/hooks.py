@@ -1,0 +1,159 @@
+"""Project hooks: a Dask client for the nodes that need one, and per-stage wall times."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+DASK_TAG = "dask"
+STAGE_TAGS = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
+
+
+class DaskHook:
+    """Start the configured Dask scheduler before the first ``dask``-tagged node runs.
+
+    ``params:dask``: ``scheduler`` is ``distributed`` (a local cluster, one worker
+    process per core, bound to 127.0.0.1), ``synchronous`` (single thread, for tests and
+    debugging) or ``threads``; ``address`` (set it in ``conf/local``) connects to an
+    existing cluster instead. Nothing starts for runs without Dask nodes.
+    """
+
+    def __init__(self) -> None:
+        self._options: dict[str, Any] = {}
+        self._client: Any = None
+        self._cluster: Any = None
+        self._config: Any = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Remember ``params:dask`` (runtime ``--params`` included)."""
+        self._options = dict(context.params.get("dask") or {})
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        """Start the scheduler lazily, once per run."""
+        if DASK_TAG in node.tags and self._client is None and self._config is None:
+            self._start()
+
+    def _start(self) -> None:
+        import dask  # noqa: PLC0415
+
+        address = self._options.get("address")
+        scheduler = self._options.get("scheduler", "distributed")
+        if address:
+            from distributed import Client  # noqa: PLC0415
+
+            self._client = Client(address)
+            logger.info("Dask: connected to the cluster at %s", address)
+        elif scheduler == "distributed":
+            from distributed import Client, LocalCluster  # noqa: PLC0415
+
+            workers = self._options.get("n_workers") or os.cpu_count() or 1
+            self._cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=self._options.get("threads_per_worker", 1),
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=self._options.get("dashboard_address", "127.0.0.1:0"),
+                silence_logs=logging.WARNING,
+            )
+            self._client = Client(self._cluster)
+            logger.info(
+                "Dask: local cluster with %d workers, dashboard %s",
+                workers,
+                self._client.dashboard_link,
+            )
+        elif scheduler in ("synchronous", "threads", "processes"):
+            self._config = dask.config.set(scheduler=scheduler)
+            logger.info("Dask: %s scheduler", scheduler)
+        else:
+            raise ValueError(
+                f"dask.scheduler must be distributed, synchronous, threads or processes; "
+                f"got {scheduler!r}"
+            )
+
+    def _stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        if self._config is not None:
+            self._config.__exit__(None, None, None)
+        self._client = self._cluster = self._config = None
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Shut the scheduler down."""
+        self._stop()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Shut the scheduler down after a failure too."""
+        self._stop()
+
+
+class StageTimerHook:
+    """Wall time per stage, saving of outputs included, logged to MLflow as it grows.
+
+    Dask nodes return lazy frames whose work happens when the catalog saves them, so a
+    node's clock runs until its last output is saved. Totals are logged after every
+    node rather than after the pipeline, because kedro-mlflow may end the MLflow run
+    before other ``after_pipeline_run`` hooks are called.
+    """
+
+    def __init__(self) -> None:
+        self.stage_seconds: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+
+    def _tick(self, node: Any) -> None:
+        now = time.perf_counter()
+        stage = next((t for t in STAGE_TAGS if t in node.tags), "other")
+        self.stage_seconds[stage] = (
+            self.stage_seconds.get(stage, 0.0) + now - self._last.get(node.name, now)
+        )
+        self._last[node.name] = now
+
+    @hook_impl
+    def before_node_run(self, node: Any) -> None:
+        """Start the node's clock."""
+        self._last[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_dataset_saved(self, node: Any) -> None:
+        """Count the time spent saving (computing, for Dask) an output."""
+        if node is not None:
+            self._tick(node)
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        """Count the node's own time, then log the running totals."""
+        self._tick(node)
+        self._log()
+
+    def _log(self) -> None:
+        import mlflow  # noqa: PLC0415
+
+        if mlflow.active_run() is not None:
+            mlflow.log_metrics(
+                {f"wall_s.{k}": v for k, v in self.stage_seconds.items()}
+                | {"wall_s.total": sum(self.stage_seconds.values())}
+            )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Log the per-stage wall times and start afresh."""
+        if self.stage_seconds:
+            self._log()
+            logger.info(
+                "Stage wall times (s): %s; total %.1f",
+                ", ".join(f"{k}={v:.1f}" for k, v in self.stage_seconds.items()),
+                sum(self.stage_seconds.values()),
+            )
+        self.stage_seconds = {}
+        self._last = {}

@@ -1,0 +1,180 @@
+"""Text normalisation, hash-based split assignment and tokenisation of frame partitions.
+
+Pure pandas functions: the preprocess pipeline maps them over Dask partitions, and the
+benchmarks run the very same functions single-process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+_URL = re.compile(r"(?:https?://|www\.)\S+", flags=re.IGNORECASE)
+_USER = re.compile(r"(?<![\w@])@\w+")
+_SPACE = re.compile(r"\s+")
+
+# Arrow list columns: compact in memory and on disk. pandas 3 cannot parse their dtype
+# back from Parquet metadata, so pandas readers use ``dtype_backend="pyarrow"``.
+TOKEN_LIST = pd.ArrowDtype(pa.list_(pa.int32()))
+MASK_LIST = pd.ArrowDtype(pa.list_(pa.int8()))
+SPLITS = ("train", "val", "test")
+
+
+def normalize_text(
+    text: str, user_token: str = "@user", url_token: str = "http"
+) -> str:
+    """Replace URLs and user mentions by placeholders and collapse whitespace.
+
+    The placeholders follow the TweetEval convention (``@user``, ``http``) so that the
+    many tweet-trained encoders see what they were trained on.
+    """
+    text = _URL.sub(url_token, text)
+    text = _USER.sub(user_token, text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def text_hash(text: str, seed: int) -> int:
+    """A stable 63-bit hash of ``text`` salted with ``seed`` (independent of PYTHONHASHSEED)."""
+    digest = hashlib.blake2b(f"{seed}\x1f{text}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def assign_split(hash_value: int, fractions: tuple[float, float, float]) -> str:
+    """Map a hash to train/val/test by where it falls in [0, 1).
+
+    A row's split depends only on its own normalised text and the seed, so adding rows
+    to the corpus never moves an existing row to another split; since the hash is
+    independent of the label, every class is split in the same proportions (in
+    expectation), which is what stratification asks for.
+    """
+    position = hash_value / float(1 << 63)
+    if position < fractions[0]:
+        return SPLITS[0]
+    if position < fractions[0] + fractions[1]:
+        return SPLITS[1]
+    return SPLITS[2]
+
+
+def normalize_partition(
+    frame: pd.DataFrame,
+    seed: int,
+    fractions: tuple[float, float, float],
+    user_token: str,
+    url_token: str,
+) -> pd.DataFrame:
+    """Normalise texts and add ``text_hash`` and ``split`` to one partition."""
+    texts = [normalize_text(t, user_token, url_token) for t in frame["text"]]
+    hashes = [text_hash(t, seed) for t in texts]
+    return pd.DataFrame(
+        {
+            "text": pd.Series(texts, index=frame.index, dtype="string"),
+            "label": frame["label"].astype("string"),
+            "source_row": frame["source_row"].astype("int64"),
+            "text_hash": pd.Series(hashes, index=frame.index, dtype="int64"),
+            "split": pd.Series(
+                [assign_split(h, fractions) for h in hashes],
+                index=frame.index,
+                dtype="string",
+            ),
+        }
+    )
+
+
+def mark_duplicates_partition(frame: pd.DataFrame) -> pd.DataFrame:
+    """Flag exact duplicates inside a partition holding every copy of its texts.
+
+    The caller shuffles on ``text_hash`` first so all copies of a text meet in one
+    partition. The first occurrence (lowest ``source_row``) is kept; the others get
+    ``is_duplicate`` and the ``duplicate_of`` row they repeat.
+    """
+    frame = frame.sort_values("source_row", kind="stable")
+    first = frame.groupby("text", sort=False)["source_row"].transform("min")
+    return frame.assign(
+        is_duplicate=frame["source_row"] != first,
+        duplicate_of=first.astype("int64"),
+    )
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model_name_or_path: str):  # noqa: ANN202 - transformers fast tokenizer
+    # One tokenizer per worker process, loaded on first use.
+    from distillery.ml.modeling import load_tokenizer  # noqa: PLC0415
+
+    return load_tokenizer(model_name_or_path)
+
+
+def tokenize_partition(
+    frame: pd.DataFrame,
+    model_name_or_path: str,
+    max_length: int,
+    label_to_id: dict[str, int],
+) -> pd.DataFrame:
+    """Tokenise one partition with the teacher's fast tokenizer (no padding).
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` as Arrow list columns, ``label`` as the
+        integer id, plus ``text`` and ``source_row`` for evaluation and lineage.
+    """
+    tokenizer = _tokenizer(model_name_or_path)
+    texts = [str(t) for t in frame["text"]]
+    encoded = (
+        tokenizer(texts, truncation=True, max_length=max_length)
+        if texts
+        else {
+            "input_ids": [],
+            "attention_mask": [],
+        }
+    )
+    labels = frame["label"].map(label_to_id)
+    if labels.isna().any():
+        missing = sorted(set(frame.loc[labels.isna(), "label"]))
+        raise ValueError(
+            f"labels {missing} are not in the label vocabulary {list(label_to_id)}"
+        )
+    return pd.DataFrame(
+        {
+            "input_ids": pd.Series(
+                encoded["input_ids"], index=frame.index, dtype=TOKEN_LIST
+            ),
+            "attention_mask": pd.Series(
+                encoded["attention_mask"], index=frame.index, dtype=MASK_LIST
+            ),
+            "label": labels.astype("int64"),
+            "text": frame["text"].astype("string"),
+            "source_row": frame["source_row"].astype("int64"),
+        }
+    )
+
+
+def empty_tokenized_frame() -> pd.DataFrame:
+    """The schema of :func:`tokenize_partition`'s output (Dask ``meta``)."""
+    return pd.DataFrame(
+        {
+            "input_ids": pd.Series([], dtype=TOKEN_LIST),
+            "attention_mask": pd.Series([], dtype=MASK_LIST),
+            "label": pd.Series([], dtype="int64"),
+            "text": pd.Series([], dtype="string"),
+            "source_row": pd.Series([], dtype="int64"),
+        }
+    )
+
+
+def split_fractions(
+    train: float, val: float, test: float
+) -> tuple[float, float, float]:
+    """Check split fractions sum to 1 and are positive; return them as a tuple.
+
+    Raises:
+        ValueError: when they do not.
+    """
+    fractions = (float(train), float(val), float(test))
+    if min(fractions) <= 0 or not np.isclose(sum(fractions), 1.0):
+        raise ValueError(
+            f"split fractions must be positive and sum to 1, got {fractions}"
+        )
+    return fractions

@@ -1,0 +1,24 @@
+"""Project pipelines: one per stage; ``__default__`` runs them all in order."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline
+
+from distillery.pipelines import ingest, preprocess, validate
+
+STAGES = ("ingest", "validate", "preprocess")
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    """Register each stage's pipeline and ``__default__`` = all stages.
+
+    Returns:
+        A mapping from pipeline names to ``Pipeline`` objects.
+    """
+    pipelines = {
+        "ingest": ingest.create_pipeline(),
+        "validate": validate.create_pipeline(),
+        "preprocess": preprocess.create_pipeline(),
+    }
+    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
+    return pipelines

@@ -1,0 +1,47 @@
+"""Preprocess pipeline wiring. Nodes tagged ``dask`` start the Dask client (see hooks)."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from distillery.pipelines.preprocess.nodes import (
+    build_label_vocab,
+    normalize_texts,
+    summarize_preprocess,
+    tokenize_splits,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Normalise, de-duplicate, split and tokenise ``validated_texts``."""
+    return pipeline(
+        [
+            node(
+                func=normalize_texts,
+                inputs=["validated_texts@dask", "params:preprocess"],
+                outputs="normalized_texts",
+                name="normalize_texts_node",
+            ),
+            node(
+                func=build_label_vocab,
+                inputs="normalized_texts",
+                outputs="label_vocab",
+                name="build_label_vocab_node",
+            ),
+            node(
+                func=tokenize_splits,
+                inputs=["normalized_texts", "label_vocab", "params:preprocess"],
+                outputs=[
+                    "model_input_train@dask",
+                    "model_input_val@dask",
+                    "model_input_test@dask",
+                ],
+                name="tokenize_splits_node",
+            ),
+            node(
+                func=summarize_preprocess,
+                inputs="normalized_texts",
+                outputs=["duplicate_texts", "preprocess_summary", "preprocess_metrics"],
+                name="summarize_preprocess_node",
+            ),
+        ],
+        tags=["preprocess", "dask"],
+    )

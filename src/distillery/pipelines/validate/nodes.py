@@ -1,0 +1,135 @@
+"""Validate nodes: Great Expectations suites, quarantine and reconciliation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from distillery.tracking import as_metrics, metric_key
+from distillery.validation.quarantine import split_quarantine
+from distillery.validation.report import render_report
+from distillery.validation.suites import (
+    ROW_RULE_NAMES,
+    check_classes,
+    check_non_empty,
+    find_row_failures,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """``params:validate``: the contract and row-rule thresholds."""
+
+    labels: tuple[str, ...] | None = None
+    max_text_chars: int = 1000
+    min_classes: int = 2
+    min_rows_per_class: int = 10
+    skip_row_rules: tuple[str, ...] = ()
+    report_examples: int = 3
+
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+        object.__setattr__(self, "skip_row_rules", tuple(self.skip_row_rules or ()))
+        if self.max_text_chars < 1:
+            raise ValueError(
+                f"validate.max_text_chars must be >= 1, got {self.max_text_chars}"
+            )
+        if self.min_classes < 2:
+            raise ValueError(
+                f"validate.min_classes must be >= 2, got {self.min_classes}"
+            )
+        if self.min_rows_per_class < 1:
+            raise ValueError(
+                f"validate.min_rows_per_class must be >= 1, got {self.min_rows_per_class}"
+            )
+        unknown = set(self.skip_row_rules) - set(ROW_RULE_NAMES)
+        if unknown:
+            raise ValueError(
+                f"validate.skip_row_rules has unknown rule(s) {sorted(unknown)}; "
+                f"row rules are {list(ROW_RULE_NAMES)}"
+            )
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> ValidateOptions:
+        """Build from the ``validate`` parameters, rejecting unknown keys."""
+        unknown = set(params) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown validate parameter(s): {sorted(unknown)}")
+        return cls(**params)
+
+
+def allowed_labels(
+    options: ValidateOptions, ingest: dict[str, Any]
+) -> tuple[str, ...] | None:
+    """The label set rows must belong to: ``validate.labels``, else the label map's values."""
+    if options.labels is not None:
+        return options.labels
+    label_map = ingest.get("label_map")
+    if label_map:
+        return tuple(sorted({str(v) for v in label_map.values()}))
+    return None
+
+
+def validate_corpus(
+    ingested_texts: pd.DataFrame,
+    source_manifest: dict[str, Any],
+    validate: dict[str, Any],
+    ingest: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, str, dict[str, Any], dict[str, Any]]:
+    """Check the contracts, quarantine failing rows and reconcile the counts.
+
+    Returns:
+        ``validated_texts`` (clean rows), ``quarantined_texts`` (with ``reason``), the
+        HTML report, a JSON summary and the MLflow metrics.
+
+    Raises:
+        DataContractError: empty input, fewer than ``min_classes`` classes, or a class
+            with fewer than ``min_rows_per_class`` valid rows.
+    """
+    options = ValidateOptions.from_params(validate)
+    file = source_manifest["path"]
+    outcomes = [check_non_empty(ingested_texts, file)]
+    rule_options = {
+        "max_text_chars": options.max_text_chars,
+        "labels": allowed_labels(options, ingest),
+        "skip_row_rules": options.skip_row_rules,
+    }
+    reasons, row_outcomes = find_row_failures(ingested_texts, rule_options)
+    outcomes += row_outcomes
+    clean, quarantined = split_quarantine(ingested_texts, reasons)
+    outcomes += check_classes(
+        clean, options.min_classes, options.min_rows_per_class, file
+    )
+
+    by_reason = quarantined["reason"].value_counts().sort_index()
+    balance = clean["label"].value_counts().sort_index()
+    for reason, count in by_reason.items():
+        logger.warning("Quarantined %d rows of %s: %s", count, file, reason)
+    counts = {
+        "rows_in": len(ingested_texts),
+        "rows_clean": len(clean),
+        "rows_quarantined": len(quarantined),
+        **{f"quarantined.{r}": int(c) for r, c in by_reason.items()},
+        **{f"class.{label}": int(c) for label, c in balance.items()},
+    }
+    examples = {
+        str(reason): [
+            str(t) for t in group["text"].head(options.report_examples).fillna("<NaN>")
+        ]
+        for reason, group in quarantined.groupby("reason", sort=True)
+    }
+    report = render_report(file, counts, outcomes, examples)
+    summary = {
+        "source": file,
+        "sha256": source_manifest.get("sha256"),
+        "counts": counts,
+        "rules": [o.__dict__ for o in outcomes],
+    }
+    metrics = as_metrics({metric_key(k): v for k, v in counts.items()})
+    return clean, quarantined, report, summary, metrics

@@ -1,0 +1,18 @@
+"""Project settings: hooks and configuration loading."""
+
+from pathlib import Path
+
+from distillery.hooks import DaskHook, StageTimerHook
+
+HOOKS = (DaskHook(), StageTimerHook())
+
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # Environments override single keys (e.g. ingest.read_options), not whole sections.
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
+    "custom_resolvers": {
+        # Absolute file URI under the project root (MLflow stores artifact roots as given).
+        "project_uri": lambda relative: (Path.cwd() / relative).resolve().as_uri(),
+    },
+}

@@ -1,0 +1,73 @@
+"""validate_corpus: counts reconcile, reasons are kept, contracts stop the run."""
+
+import pandas as pd
+import pytest
+
+from distillery.pipelines.validate.nodes import ValidateOptions, validate_corpus
+from distillery.validation import DataContractError
+
+MANIFEST = {"path": "tiny.csv", "sha256": "0" * 64}
+INGEST = {"source": "tiny.csv", "text_column": "t", "label_column": "l"}
+
+
+def _frame(rows: list[tuple]) -> pd.DataFrame:
+    texts, labels = zip(*rows, strict=True) if rows else ((), ())
+    return pd.DataFrame(
+        {
+            "text": pd.Series(texts, dtype="string"),
+            "label": pd.Series(labels, dtype="string"),
+            "source_row": range(len(rows)),
+        }
+    )
+
+
+def test_rows_reconcile_and_every_output_agrees() -> None:
+    rows = [("good", "pos")] * 3 + [("bad", "neg")] * 3 + [(None, "pos"), ("  ", "neg")]
+    params = {"min_rows_per_class": 2, "labels": ["pos", "neg"]}
+
+    clean, quarantined, report, summary, metrics = validate_corpus(
+        _frame(rows), MANIFEST, params, INGEST
+    )
+
+    assert len(clean) + len(quarantined) == len(rows)
+    assert sorted(quarantined["reason"]) == ["blank_text", "missing_text"]
+    assert summary["counts"]["rows_quarantined"] == 2
+    assert metrics["quarantined.missing_text"]["value"] == 1.0
+    assert "blank_text" in report and "tiny.csv" in report
+
+
+def test_label_map_values_are_the_allowed_labels() -> None:
+    rows = [("a", "pos")] * 2 + [("b", "neg")] * 2 + [("c", "3")]
+    ingest = INGEST | {"label_map": {"5": "pos", "1": "neg"}}
+
+    _, quarantined, *_ = validate_corpus(
+        _frame(rows), MANIFEST, {"min_rows_per_class": 1}, ingest
+    )
+
+    assert quarantined["reason"].tolist() == ["unknown_label"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "rule"),
+    [
+        ([], "non_empty_input"),
+        ([("a", "pos"), ("b", "pos")], "min_classes"),
+        ([("a", "pos")] * 5 + [("b", "neg")], "min_rows_per_class"),
+        (
+            [("a", "pos")] * 5 + [(None, "neg")] * 5,
+            "min_classes",
+        ),  # only one valid class
+    ],
+)
+def test_contract_failures_stop_the_run(rows: list[tuple], rule: str) -> None:
+    with pytest.raises(DataContractError) as info:
+        validate_corpus(_frame(rows), MANIFEST, {"min_rows_per_class": 2}, INGEST)
+    assert info.value.rule == rule
+    assert info.value.file == "tiny.csv"
+
+
+def test_validate_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="skip_row_rules"):
+        ValidateOptions(skip_row_rules=("no_such_rule",))
+    with pytest.raises(ValueError, match="min_classes"):
+        ValidateOptions(min_classes=1)
