@@ -31,7 +31,7 @@ def test_data_stages_on_the_real_corpus(project: Path, kedro_run) -> None:
     assert quarantine["text"].str.contains("\ufffd").all()
 
     splits = {
-        s: pd.read_parquet(data / "05_model_input" / s, dtype_backend="pyarrow")
+        s: pd.read_parquet(data / "05_model_input" / s)
         for s in ("train", "val", "test")
     }
     duplicates = pd.read_parquet(data / "04_feature" / "duplicate_texts.parquet")

@@ -12,16 +12,14 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", flags=re.IGNORECASE)
 _USER = re.compile(r"(?<![\w@])@\w+")
 _SPACE = re.compile(r"\s+")
 
-# Arrow list columns: compact in memory and on disk. pandas 3 cannot parse their dtype
-# back from Parquet metadata, so pandas readers use ``dtype_backend="pyarrow"``.
-TOKEN_LIST = pd.ArrowDtype(pa.list_(pa.int32()))
-MASK_LIST = pd.ArrowDtype(pa.list_(pa.int8()))
+# Token columns hold one numpy array per row (object dtype). The catalog gives Dask the
+# full Parquet schema (list<int32>, list<int8>) so nothing is inferred from samples;
+# pandas' own Arrow list dtype is avoided because pandas cannot read its metadata back.
 SPLITS = ("train", "val", "test")
 
 
@@ -139,10 +137,14 @@ def tokenize_partition(
     return pd.DataFrame(
         {
             "input_ids": pd.Series(
-                encoded["input_ids"], index=frame.index, dtype=TOKEN_LIST
+                [np.asarray(ids, dtype=np.int32) for ids in encoded["input_ids"]],
+                index=frame.index,
+                dtype=object,
             ),
             "attention_mask": pd.Series(
-                encoded["attention_mask"], index=frame.index, dtype=MASK_LIST
+                [np.asarray(m, dtype=np.int8) for m in encoded["attention_mask"]],
+                index=frame.index,
+                dtype=object,
             ),
             "label": labels.astype("int64"),
             "text": frame["text"].astype("string"),
@@ -155,8 +157,8 @@ def empty_tokenized_frame() -> pd.DataFrame:
     """The schema of :func:`tokenize_partition`'s output (Dask ``meta``)."""
     return pd.DataFrame(
         {
-            "input_ids": pd.Series([], dtype=TOKEN_LIST),
-            "attention_mask": pd.Series([], dtype=MASK_LIST),
+            "input_ids": pd.Series([], dtype=object),
+            "attention_mask": pd.Series([], dtype=object),
             "label": pd.Series([], dtype="int64"),
             "text": pd.Series([], dtype="string"),
             "source_row": pd.Series([], dtype="int64"),

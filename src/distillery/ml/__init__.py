@@ -1,0 +1,1 @@
+"""Training library: models, data loading, the DDP loop, losses, metrics, checkpoints."""

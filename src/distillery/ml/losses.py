@@ -1,0 +1,55 @@
+"""Training losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
+    """Knowledge-distillation loss (Hinton et al., 2015).
+
+    ``alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))`` averaged over
+    the batch, plus ``(1 - alpha) * CE(student, labels)``. The ``T^2`` factor keeps
+    the soft-target gradients on the same scale as the hard-label ones when ``T``
+    changes.
+
+    Args:
+        student_logits: ``(B, C)`` student outputs.
+        teacher_logits: ``(B, C)`` teacher outputs (no gradient flows into them).
+        labels: ``(B,)`` gold class indices.
+        alpha: Weight of the soft-target term, in ``[0, 1]``.
+        temperature: Softmax temperature, ``> 0``.
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: On shapes that disagree or out-of-range ``alpha``/``temperature``.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ in shape"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    # Float32 so that bf16 autocast does not degrade the log-probabilities.
+    student = student_logits.float()
+    teacher = teacher_logits.detach().float()
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, dim=-1),
+        F.log_softmax(teacher / temperature, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    hard = F.cross_entropy(student, labels)
+    return alpha * temperature**2 * soft + (1.0 - alpha) * hard
