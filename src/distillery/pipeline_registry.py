@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from distillery.pipelines import ingest, preprocess, validate
+from distillery.pipelines import ingest, preprocess, train, validate
 
-STAGES = ("ingest", "validate", "preprocess")
+STAGES = ("ingest", "validate", "preprocess", "train")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -19,6 +19,7 @@ def register_pipelines() -> dict[str, Pipeline]:
         "ingest": ingest.create_pipeline(),
         "validate": validate.create_pipeline(),
         "preprocess": preprocess.create_pipeline(),
+        "train": train.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines
