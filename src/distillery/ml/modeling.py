@@ -89,7 +89,9 @@ class TextClassifier(nn.Module):
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
-        self.register_buffer("id_map", id_map, persistent=id_map is not None)
+        # Persistent even when None (None buffers are left out of the state dict), so a
+        # map set later is saved too.
+        self.register_buffer("id_map", id_map, persistent=True)
 
     @property
     def config(self) -> PretrainedConfig:

@@ -1,0 +1,121 @@
+"""TF-IDF + logistic regression baseline: learns, round-trips without pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.pipeline import Pipeline
+
+from distillery.ml.baseline import (
+    ARRAYS_FILE,
+    META_FILE,
+    BaselinePredictor,
+    fit_baseline,
+    load_baseline,
+    save_baseline,
+)
+from distillery.ml.inference import Predictor, predict_labels
+
+WORDS = {
+    "negative": ["awful", "broken", "late", "refund", "worst"],
+    "neutral": ["delivery", "tuesday", "box", "order", "store"],
+    "positive": ["great", "love", "perfect", "happy", "best"],
+}
+
+
+def make_corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Texts whose words mostly come from their label's list, plus shared noise."""
+    rng = np.random.default_rng(seed)
+    names = sorted(WORDS)
+    texts, labels = [], []
+    for i in range(n):
+        label = names[i % 3]
+        words = list(rng.choice(WORDS[label], size=3)) + list(
+            rng.choice(["the", "a", "it"], size=2)
+        )
+        texts.append(" ".join(rng.permutation(words)))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[list[str], list[str]]:
+    return make_corpus(90, seed=0)
+
+
+@pytest.fixture(scope="module")
+def pipeline(corpus) -> Pipeline:
+    return fit_baseline(*corpus, seed=0)
+
+
+def test_baseline_learns_a_separable_corpus(pipeline: Pipeline) -> None:
+    texts, labels = make_corpus(30, seed=1)
+    predictor = BaselinePredictor(pipeline)
+    assert isinstance(predictor, Predictor)
+    assert predictor.labels == ["negative", "neutral", "positive"]
+    proba = predictor.predict_proba(texts)
+    assert proba.shape == (30, 3) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert predict_labels(predictor, texts) == labels
+
+
+def test_baseline_uses_word_bigrams_and_min_df(pipeline: Pipeline) -> None:
+    vocabulary = pipeline.named_steps["tfidf"].vocabulary_
+    assert any(" " in term for term in vocabulary)  # bigrams
+    assert all(len(term) > 1 for term in vocabulary)  # default token pattern
+
+
+def test_save_load_round_trip_gives_identical_predictions(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    save_baseline(pipeline, tmp_path / "baseline")
+    assert sorted(p.name for p in (tmp_path / "baseline").iterdir()) == sorted(
+        [ARRAYS_FILE, META_FILE]
+    )
+    loaded = load_baseline(tmp_path / "baseline")
+    texts, _ = make_corpus(40, seed=2)
+    texts += ["completely unseen words", ""]
+    np.testing.assert_array_equal(
+        loaded.predict_proba(texts), pipeline.predict_proba(texts)
+    )
+    assert list(loaded.predict(texts)) == list(pipeline.predict(texts))
+
+
+def test_saved_arrays_load_without_pickle(pipeline: Pipeline, tmp_path: Path) -> None:
+    save_baseline(pipeline, tmp_path)
+    with np.load(tmp_path / ARRAYS_FILE, allow_pickle=False) as arrays:
+        assert all(arrays[name].dtype != object for name in arrays.files)
+
+
+def test_load_rejects_inconsistent_files(pipeline: Pipeline, tmp_path: Path) -> None:
+    save_baseline(pipeline, tmp_path)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    (tmp_path / META_FILE).write_text(json.dumps(meta | {"terms": meta["terms"][:-1]}))
+    with pytest.raises(ValueError, match="vocabulary"):
+        load_baseline(tmp_path)
+    (tmp_path / META_FILE).write_text(json.dumps(meta | {"format_version": 99}))
+    with pytest.raises(ValueError, match="format"):
+        load_baseline(tmp_path)
+
+
+def test_normalize_and_empty_input(pipeline: Pipeline) -> None:
+    predictor = BaselinePredictor(pipeline, normalize=str.lower)
+    plain = BaselinePredictor(pipeline)
+    np.testing.assert_array_equal(
+        predictor.predict_proba(["GREAT LOVE"]), plain.predict_proba(["great love"])
+    )
+    assert predictor.predict_proba([]).shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    ("texts", "labels", "message"),
+    [(["a b", "c d"], ["x"], "labels"), (["a b", "c d"], ["x", "x"], "two classes")],
+)
+def test_fit_rejects_bad_input(
+    texts: list[str], labels: list[str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        fit_baseline(texts, labels, seed=0)
