@@ -1,4 +1,9 @@
-"""Kedro datasets of the project."""
+"""Kedro datasets of the project: versioned folders written atomically, logged to MLflow.
+
+Each dataset is a folder (one version per run with ``versioned: true``) written to a
+temporary name and renamed when complete, so a later stage never reads a half-written
+model. With ``artifact_path`` set, the folder is also logged to the active MLflow run.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +11,25 @@ import logging
 import shutil
 from copy import deepcopy
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import AbstractVersionedDataset, Version
 
 from distillery.ml.artifact import ClassifierArtifact
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class ClassifierDataset(
-    AbstractVersionedDataset[ClassifierArtifact, ClassifierArtifact]
-):
-    """A versioned folder holding a :class:`ClassifierArtifact`, also logged to MLflow.
 
-    Example catalog entry::
-
-        teacher_model:
-          type: distillery.datasets.ClassifierDataset
-          filepath: data/06_models/teacher
-          versioned: true
-          artifact_path: teacher   # folder in the active MLflow run; null = don't log
+class _FolderDataset(AbstractVersionedDataset[T, T], Generic[T]):
+    """Base class: subclasses say how to write an object to a folder and read it back.
 
     Args:
-        filepath: folder (local) for the model.
+        filepath: local folder.
         version: Kedro version (set by ``versioned: true``).
-        artifact_path: where to log the folder in the active MLflow run, or ``None``.
-        metadata: free-form metadata, ignored by the dataset.
+        artifact_path: folder in the active MLflow run to log to; None = don't log.
+        metadata: free-form, ignored.
     """
 
     def __init__(
@@ -43,22 +40,30 @@ class ClassifierDataset(
         metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(
-            filepath=PurePosixPath(Path(filepath).resolve().as_posix()),
-            version=version,
+            filepath=PurePosixPath(Path(filepath).resolve().as_posix()), version=version
         )
         self._artifact_path = artifact_path
         self.metadata = metadata
 
-    def load(self) -> ClassifierArtifact:
-        """Load the model folder of the requested (default: latest) version."""
-        return ClassifierArtifact.load(self._get_load_path())
+    def _write(self, data: T, folder: Path) -> None:
+        raise NotImplementedError
 
-    def save(self, data: ClassifierArtifact) -> None:
-        """Write the model folder atomically (temp folder + rename), then log it."""
+    def _read(self, folder: Path) -> T:
+        raise NotImplementedError
+
+    def load(self) -> T:
+        """Read the requested (default: latest) version."""
+        return self._read(Path(self._get_load_path()))
+
+    def save(self, data: T) -> None:
+        """Write to a temporary folder, rename it into place, then log it to MLflow."""
         path = Path(self._get_save_path())
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        data.save(tmp)
+        tmp.mkdir(parents=True)
+        self._write(data, tmp)
+        if path.exists():  # unversioned: replace the previous folder
+            shutil.rmtree(path)
         tmp.rename(path)
         if self._artifact_path is not None:
             import mlflow  # noqa: PLC0415
@@ -69,7 +74,7 @@ class ClassifierDataset(
     def _exists(self) -> bool:
         try:
             return Path(self._get_load_path()).is_dir()
-        except DatasetError:
+        except Exception:  # noqa: BLE001 - no version yet
             return False
 
     def _describe(self) -> dict[str, Any]:
@@ -79,8 +84,77 @@ class ClassifierDataset(
             "artifact_path": self._artifact_path,
         }
 
-    def _copy(self, **overwrite_params: Any) -> ClassifierDataset:
+    def _copy(self, **overwrite_params: Any) -> _FolderDataset[T]:
         dataset_copy = deepcopy(self)
         for name, value in overwrite_params.items():
             setattr(dataset_copy, name, value)
         return dataset_copy
+
+
+class ClassifierDataset(_FolderDataset[ClassifierArtifact]):
+    """A :class:`ClassifierArtifact` (safetensors weights, configs, tokenizer, labels)."""
+
+    def _write(self, data: ClassifierArtifact, folder: Path) -> None:
+        data.save(folder)
+
+    def _read(self, folder: Path) -> ClassifierArtifact:
+        return ClassifierArtifact.load(folder)
+
+
+class ClassifierDictDataset(_FolderDataset[dict[str, ClassifierArtifact]]):
+    """Several named classifiers, one sub-folder each (e.g. the student variants)."""
+
+    def _write(self, data: dict[str, ClassifierArtifact], folder: Path) -> None:
+        for name, artifact in data.items():
+            artifact.save(folder / name)
+
+    def _read(self, folder: Path) -> dict[str, ClassifierArtifact]:
+        return {
+            sub.name: ClassifierArtifact.load(sub)
+            for sub in sorted(folder.iterdir())
+            if sub.is_dir()
+        }
+
+
+class BinaryDictDataset(_FolderDataset[dict[str, bytes]]):
+    """Named binary files (e.g. ONNX graphs): ``{"L2-H256.int8.onnx": b"..."}``."""
+
+    def _write(self, data: dict[str, bytes], folder: Path) -> None:
+        for name, payload in data.items():
+            (folder / name).write_bytes(payload)
+
+    def _read(self, folder: Path) -> dict[str, bytes]:
+        return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
+
+
+class BaselineDataset(_FolderDataset[Any]):
+    """The TF-IDF + logistic-regression baseline, stored as JSON + npz (no pickle)."""
+
+    def _write(self, data: Any, folder: Path) -> None:
+        from distillery.ml.baseline import save_baseline  # noqa: PLC0415
+
+        save_baseline(data, folder)
+
+    def _read(self, folder: Path) -> Any:
+        from distillery.ml.baseline import load_baseline  # noqa: PLC0415
+
+        return load_baseline(folder)
+
+
+class OnnxBundleDataset(_FolderDataset[Any]):
+    """A serving bundle (ONNX graph, tokenizer, ``serving.json``); loads as its folder.
+
+    Saving takes ``{"onnx": bytes, "tokenizer": ..., "normalize": {...}}``; loading
+    returns the folder path, which is what MLflow logging and the CLI need.
+    """
+
+    def _write(self, data: Any, folder: Path) -> None:
+        from distillery.ml.serving import save_onnx_bundle  # noqa: PLC0415
+
+        graph = folder / "source.onnx"
+        graph.write_bytes(data["onnx"])
+        save_onnx_bundle(graph, data["tokenizer"], folder, data["normalize"])
+        graph.unlink()
+
+    def _read(self, folder: Path) -> str:
+        return str(folder)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from distillery.pipelines import ingest, preprocess, train, validate
+from distillery.pipelines import (
+    compress,
+    evaluate,
+    ingest,
+    preprocess,
+    train,
+    validate,
+)
 
-STAGES = ("ingest", "validate", "preprocess", "train")
+STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -20,6 +27,8 @@ def register_pipelines() -> dict[str, Pipeline]:
         "validate": validate.create_pipeline(),
         "preprocess": preprocess.create_pipeline(),
         "train": train.create_pipeline(),
+        "evaluate": evaluate.create_pipeline(),
+        "compress": compress.create_pipeline(),
     }
     pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
     return pipelines

@@ -20,3 +20,11 @@ def metric_key(*parts: object) -> str:
     """Build an MLflow-safe metric name (letters, digits, ``_ - . /`` only)."""
     raw = ".".join(str(p) for p in parts)
     return "".join(c if c.isalnum() or c in "_-./" else "_" for c in raw)
+
+
+def active_run_id() -> str | None:
+    """The MLflow run kedro-mlflow opened for this ``kedro run``, if any (for lineage)."""
+    import mlflow  # noqa: PLC0415
+
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None

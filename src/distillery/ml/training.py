@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -731,6 +732,8 @@ def _train(  # noqa: PLR0912, PLR0915 - one readable loop beats many small helpe
         disable=not master_process,
         desc="train",
         dynamic_ncols=True,
+        # Redrawn in place on a terminal; in logs (CI, Airflow) one line per 30 s.
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
     )
     samples_this_run = 0
     t_train = time.perf_counter()

@@ -14,6 +14,7 @@ from distillery.ml.artifact import ClassifierArtifact
 from distillery.ml.modeling import TextClassifier, load_tokenizer
 from distillery.ml.plots import learning_curve
 from distillery.ml.training import TrainConfig, TrainResult, launch_training
+from distillery.tracking import active_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def train_teacher(
     artifact = ClassifierArtifact(
         TextClassifier.load(result.model_dir), load_tokenizer(config.model_name_or_path)
     )
-    summary = asdict(result) | {"config": config.to_dict()}
+    summary = asdict(result) | {"config": config.to_dict(), "run_id": active_run_id()}
     figure = learning_curve(
         result.step_history, result.epoch_history, "teacher fine-tuning"
     )

@@ -1,0 +1,54 @@
+"""Evaluate pipeline wiring."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from distillery.pipelines.evaluate.nodes import (
+    evaluate_models,
+    fit_baseline_model,
+    report_models,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Baseline, then every model form measured side by side, then the reports."""
+    return pipeline(
+        [
+            node(
+                func=fit_baseline_model,
+                inputs=[
+                    "model_input_train@pandas",
+                    "label_vocab",
+                    "params:evaluate_options",
+                ],
+                outputs="baseline_model",
+                name="fit_baseline_model_node",
+            ),
+            node(
+                func=evaluate_models,
+                inputs=[
+                    "baseline_model",
+                    "teacher_model",
+                    "distilled_students",
+                    "student_onnx",
+                    "model_input_test@pandas",
+                    "label_vocab",
+                    "params:evaluate_options",
+                ],
+                outputs="model_evaluations",
+                name="evaluate_models_node",
+            ),
+            node(
+                func=report_models,
+                inputs=["model_evaluations", "label_vocab"],
+                outputs=[
+                    "model_comparison",
+                    "model_comparison_md",
+                    "confusion_matrices",
+                    "model_tradeoff",
+                    "evaluate_metrics",
+                ],
+                name="report_models_node",
+            ),
+        ],
+        tags="evaluate",
+    )
