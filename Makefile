@@ -12,7 +12,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint format bench viz viz-build mlflow-ui clean
+.PHONY: setup run test lint format bench viz viz-build mlflow-ui serve clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,3 +51,8 @@ clean:  ## remove outputs (data layers, MLflow store); keeps .venv
 	find data -type f ! -name .gitkeep -delete
 	find data -mindepth 2 -type d -empty -delete
 	rm -rf mlflow.db mlartifacts mlruns
+
+serve: setup  ## serve distillery-student@challenger on http://127.0.0.1:5001
+	PATH="$(abspath $(BIN)):$$PATH" MLFLOW_TRACKING_URI=sqlite:///mlflow.db \
+	  $(BIN)/mlflow models serve -m "models:/distillery-student@challenger" \
+	  --env-manager local --host 127.0.0.1 --port 5001

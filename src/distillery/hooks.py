@@ -26,6 +26,7 @@ class DaskHook:
 
     def __init__(self) -> None:
         self._options: dict[str, Any] = {}
+        self._pending: set[str] = set()
         self._client: Any = None
         self._cluster: Any = None
         self._config: Any = None
@@ -36,10 +37,28 @@ class DaskHook:
         self._options = dict(context.params.get("dask") or {})
 
     @hook_impl
+    def before_pipeline_run(self, pipeline: Any) -> None:
+        """Note which nodes need Dask, so the cluster can go once they are done."""
+        self._pending = {n.name for n in pipeline.nodes if DASK_TAG in n.tags}
+
+    @hook_impl
     def before_node_run(self, node: Any) -> None:
-        """Start the scheduler lazily, once per run."""
-        if DASK_TAG in node.tags and self._client is None and self._config is None:
-            self._start()
+        """Start the scheduler before the first Dask node; stop it after the last.
+
+        A node's outputs are saved (and, for Dask, computed) after its
+        ``after_node_run`` hooks, so the cluster is stopped only when the next
+        non-Dask node starts: the training ranks then get the whole machine.
+        """
+        if DASK_TAG in node.tags:
+            if self._client is None and self._config is None:
+                self._start()
+        elif not self._pending:
+            self._stop()
+
+    @hook_impl
+    def after_node_run(self, node: Any) -> None:
+        """Mark a Dask node done."""
+        self._pending.discard(node.name)
 
     def _start(self) -> None:
         import dask  # noqa: PLC0415

@@ -38,6 +38,7 @@ class EvaluateOptions:
     num_threads: int = 1
     latency_repeats: int = 200
     warmup: int = 20
+    throughput_batches: int = 20
     max_test_rows: int | None = None
     max_length: int = 128
     seed: int = 42
@@ -115,6 +116,7 @@ def evaluate_models(
         num_threads=options.num_threads,
         latency_repeats=options.latency_repeats,
         warmup=options.warmup,
+        throughput_batches=options.throughput_batches,
     )
     torch_predictor = partial(
         TorchPredictor,

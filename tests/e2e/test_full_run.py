@@ -1,0 +1,65 @@
+"""End to end: every stage of `kedro run --env test` on the real corpus and teacher."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_kedro_run_all_stages_registers_a_student(project: Path, kedro_run) -> None:
+    done = kedro_run(timeout=1200)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+    reporting = project / "data" / "08_reporting"
+    comparison = json.loads((reporting / "model_comparison.json").read_text())
+    names = {m["name"] for m in comparison["models"]}
+    assert {"teacher", "teacher-int8", "baseline"} <= names
+    assert {
+        "L2-H256",
+        "L2-H256-int8",
+        "L2-H256-onnx-fp32",
+        "L2-H256-onnx-int8",
+    } <= names
+    for path in ("model_comparison.md", "confusion_matrices.png", "model_tradeoff.png"):
+        assert (reporting / path).stat().st_size > 0, path
+    card = (reporting / "model_card.md").read_text()
+    sha = json.loads((project / "data/01_raw/source_manifest.json").read_text())[
+        "sha256"
+    ]
+    assert sha in card
+    export = json.loads((reporting / "export_report.json").read_text())
+    assert export["L2-H256"]["parity_max_abs_diff"] <= 1e-4
+
+    # The teacher came from the real packaged encoder, fine-tuned by two gloo ranks.
+    summary = json.loads((reporting / "teacher_train_summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert summary["config"]["model_name_or_path"] == "builtin"
+    assert summary["run_id"] in card
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("distillery-student", "challenger")
+    assert int(version.version) == 1
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["eval.teacher.macro_f1"] > 0
+    assert "teacher.train_loss" in run.data.metrics
+    assert "wall_s.compress" in run.data.metrics
+
+    # The serving bundle answers raw text from the command line.
+    env = os.environ | {"COLUMNS": "200"}
+    answer = subprocess.run(
+        [sys.executable, "-m", "distillery.predict", "--json", "what a lovely flight"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    record = json.loads(answer.stdout.splitlines()[0])
+    assert record["label"] in {"negative", "neutral", "positive"}

@@ -1,0 +1,185 @@
+"""Compress nodes on a tiny teacher: distil, export with parity, gate, register."""
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.runner import SequentialRunner
+
+from distillery.ml.artifact import ClassifierArtifact
+from distillery.ml.evaluation import GateError, ModelEvaluation
+from distillery.ml.modeling import TextClassifier, load_tokenizer
+from distillery.ml.text import tokenize_partition
+from distillery.pipelines.compress import create_pipeline
+from distillery.pipelines.compress.nodes import (
+    cache_teacher_logits,
+    distill_students,
+    export_students,
+)
+
+LABELS = ["negative", "positive"]
+WORDS = {
+    "negative": ["awful", "late", "rude", "lost"],
+    "positive": ["great", "kind", "smooth", "thanks"],
+}
+
+
+def _frame(n: int) -> pd.DataFrame:
+    rows = [
+        {"text": f"{w} flight {i}", "label": label, "source_row": len(LABELS) * i + k}
+        for i in range(n)
+        for k, (label, words) in enumerate(WORDS.items())
+        for w in [words[i % 4]]
+    ]
+    frame = tokenize_partition(
+        pd.DataFrame(rows), "builtin", 32, {"negative": 0, "positive": 1}
+    )
+    return frame
+
+
+def _options(workdir: Path, **gates: float) -> dict:
+    return {
+        "students": [
+            {"name": "L1-H16", "num_layers": 1, "hidden_size": 16, "num_heads": 1}
+        ],
+        "distill": {"max_length": 32, "batch_size": 8, "epochs": 1, "nproc": 1},
+        "workdir": str(workdir),
+        "gates": {
+            "min_f1_retained": 0.5,
+            "min_size_ratio": 1.0,
+            "min_latency_ratio": 0.1,
+        }
+        | gates,
+        "registry": {"name": "distillery-student", "alias": "challenger"},
+        "vocab_min_count": 1,
+    }
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_teacher_dir: Path) -> ClassifierArtifact:
+    model = TextClassifier.from_pretrained_encoder(str(tiny_teacher_dir), LABELS, 0.0)
+    return ClassifierArtifact(model.eval(), load_tokenizer("builtin"))
+
+
+def test_students_are_distilled_pruned_and_exported_with_parity(
+    teacher: ClassifierArtifact, tmp_path: Path
+) -> None:
+    options = _options(tmp_path / "work")
+    train, val = _frame(12), _frame(4)
+
+    distill_train = cache_teacher_logits(teacher, train, options)
+    students, curves, summary = distill_students(teacher, distill_train, val, options)
+    files, report = export_students(students, val, options)
+
+    assert len(distill_train["teacher_logits"].iloc[0]) == 2
+    student = students["L1-H16"].model
+    assert student.config.hidden_size == 16 and student.config.num_hidden_layers == 1
+    # The vocabulary was pruned to the tokens of the distillation set (+ specials).
+    assert student.config.vocab_size == summary["vocabulary_kept"] < 100
+    assert "distill.L1-H16.train_loss" in curves
+    assert set(files) == {"L1-H16.onnx", "L1-H16.int8.onnx"}
+    assert report["L1-H16"]["parity_max_abs_diff"] <= 1e-4
+    assert 0.0 <= report["L1-H16"]["int8_agreement"] <= 1.0
+
+
+def _evaluation(name: str, form: str, f1: float, size: int, p50: float) -> dict:
+    family = "teacher" if name == "teacher" else "student"
+    return ModelEvaluation(
+        name=name,
+        family=family,
+        form=form,
+        accuracy=f1,
+        macro_f1=f1,
+        per_class={},
+        confusion=[[1, 0], [0, 1]],
+        size_bytes=size,
+        latency_p50_ms=p50,
+        latency_p95_ms=p50,
+        throughput_per_s=1.0,
+        num_threads=1,
+        n_test=2,
+    ).to_dict()
+
+
+@pytest.fixture
+def tracking(tmp_path: Path):  # noqa: ANN201
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment(
+        "t", artifact_location=(tmp_path / "art").as_uri()
+    )
+    with mlflow.start_run(experiment_id=experiment):
+        yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(previous)
+
+
+def _gate_slice(
+    teacher: ClassifierArtifact, tmp_path: Path, options: dict
+) -> DataCatalog:
+    students = {"L1-H16": teacher}  # any classifier will do for packaging
+    files, _ = export_students(
+        {"L1-H16": ClassifierArtifact(teacher.model, teacher.tokenizer)},
+        _frame(2),
+        options,
+    )
+    evaluations = [
+        _evaluation("teacher", "torch-fp32", 0.80, 1000, 10.0),
+        _evaluation("L1-H16-onnx-fp32", "onnx-fp32", 0.79, 200, 2.0),
+        _evaluation("L1-H16-onnx-int8", "onnx-int8", 0.70, 50, 1.0),
+    ]
+    return DataCatalog(
+        {
+            "model_evaluations": MemoryDataset(evaluations),
+            "params:compress_options": MemoryDataset(options),
+            "params:compress_options.registry": MemoryDataset(options["registry"]),
+            "student_onnx": MemoryDataset(files, copy_mode="assign"),
+            "teacher_model": MemoryDataset(students["L1-H16"], copy_mode="assign"),
+            "params:preprocess": MemoryDataset(
+                {"user_token": "@user", "url_token": "http"}
+            ),
+            "student_onnx_bundle": MemoryDataset(copy_mode="assign"),
+        }
+    )
+
+
+def _gate_pipeline() -> Pipeline:
+    return (
+        create_pipeline()
+        .from_nodes("select_student_node")
+        .to_nodes("register_student_node")
+    )
+
+
+def test_a_student_failing_a_gate_is_never_registered(
+    teacher: ClassifierArtifact, tmp_path: Path, tracking: mlflow.MlflowClient
+) -> None:
+    options = _options(tmp_path / "work", min_size_ratio=100.0)
+    catalog = _gate_slice(teacher, tmp_path, options)
+
+    with pytest.raises(GateError) as info:
+        SequentialRunner().run(_gate_pipeline(), catalog)
+
+    message = str(info.value)
+    assert "L1-H16-onnx-fp32" in message and "L1-H16-onnx-int8" in message
+    assert "size_ratio" in message
+    assert tracking.search_registered_models() == []
+
+
+def test_the_best_passing_export_is_registered(
+    teacher: ClassifierArtifact, tmp_path: Path, tracking: mlflow.MlflowClient
+) -> None:
+    options = _options(tmp_path / "work", min_f1_retained=0.95)
+    catalog = _gate_slice(teacher, tmp_path, options)
+    # A bundle needs a folder: save through the real dataset type.
+    from distillery.datasets import OnnxBundleDataset  # noqa: PLC0415
+
+    catalog["student_onnx_bundle"] = OnnxBundleDataset(str(tmp_path / "bundle"))
+
+    SequentialRunner().run(_gate_pipeline(), catalog)
+
+    version = tracking.get_model_version_by_alias("distillery-student", "challenger")
+    assert int(version.version) == 1
+    assert version.tags["form"] == "onnx-fp32"  # int8 lost 12% of F1: below the gate
