@@ -79,7 +79,7 @@ def test_students_are_distilled_pruned_and_exported_with_parity(
     assert student.config.hidden_size == 16 and student.config.num_hidden_layers == 1
     # The vocabulary was pruned to the tokens of the distillation set (+ specials).
     assert student.config.vocab_size == summary["vocabulary_kept"] < 100
-    assert "distill.L1-H16.train_loss" in curves
+    assert "L1-H16.train_loss" in curves
     assert set(files) == {"L1-H16.onnx", "L1-H16.int8.onnx"}
     assert report["L1-H16"]["parity_max_abs_diff"] <= 1e-4
     assert 0.0 <= report["L1-H16"]["int8_agreement"] <= 1.0

@@ -54,11 +54,11 @@ def test_train_teacher_returns_model_curves_and_resumes(
     with torch.no_grad():
         logits = artifact.model.eval()(batch["input_ids"], batch["attention_mask"])
     assert logits.shape == (1, 2)
-    steps = [r["step"] for r in metrics["teacher.train_loss"]]
+    steps = [r["step"] for r in metrics["train_loss"]]
     assert (
         steps == list(range(1, len(steps) + 1)) and len(steps) == 8
     )  # 32 rows / 8, 2 epochs
-    assert [r["step"] for r in metrics["teacher.val_macro_f1"]] == [1, 2]
+    assert [r["step"] for r in metrics["val_macro_f1"]] == [1, 2]
     assert summary["resumed_from_step"] is None
     assert figure.axes
 

@@ -162,7 +162,7 @@ def distill_students(
         students[recipe.name] = ClassifierArtifact(
             TextClassifier.load(result.model_dir), teacher_model.tokenizer
         )
-        prefix = f"distill.{recipe.name}"
+        prefix = recipe.name
         curves[f"{prefix}.train_loss"] = [
             {"step": int(r["step"]), "value": r["train_loss"]}
             for r in result.step_history

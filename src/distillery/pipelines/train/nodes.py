@@ -34,21 +34,17 @@ def split_train_options(train_options: dict[str, Any]) -> tuple[TrainConfig, Pat
     return TrainConfig.from_dict(options), Path(workdir)
 
 
-def history_metrics(
-    result: TrainResult, prefix: str
-) -> dict[str, list[dict[str, float]]]:
+def history_metrics(result: TrainResult) -> dict[str, list[dict[str, float]]]:
     """Per-step and per-epoch curves in ``MlflowMetricsHistoryDataset`` form."""
     curves: dict[str, list[dict[str, float]]] = {
-        f"{prefix}.train_loss": [
+        "train_loss": [
             {"step": int(r["step"]), "value": r["train_loss"]}
             for r in result.step_history
         ],
-        f"{prefix}.lr": [
-            {"step": int(r["step"]), "value": r["lr"]} for r in result.step_history
-        ],
+        "lr": [{"step": int(r["step"]), "value": r["lr"]} for r in result.step_history],
     }
     for key in ("val_loss", "val_accuracy", "val_macro_f1"):
-        curves[f"{prefix}.{key}"] = [
+        curves[key] = [
             {"step": int(r["epoch"]), "value": r[key]} for r in result.epoch_history
         ]
     summary = {
@@ -58,9 +54,7 @@ def history_metrics(
         "train_samples": result.train_samples,
         "world_size": result.world_size,
     }
-    curves |= {
-        f"{prefix}.{k}": [{"step": 0, "value": float(v)}] for k, v in summary.items()
-    }
+    curves |= {k: [{"step": 0, "value": float(v)}] for k, v in summary.items()}
     return {k: v for k, v in curves.items() if v}
 
 
@@ -112,4 +106,4 @@ def train_teacher(
     figure = learning_curve(
         result.step_history, result.epoch_history, "teacher fine-tuning"
     )
-    return artifact, history_metrics(result, "teacher"), summary, figure
+    return artifact, history_metrics(result), summary, figure
