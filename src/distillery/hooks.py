@@ -176,3 +176,45 @@ class StageTimerHook:
             )
         self.stage_seconds = {}
         self._last = {}
+
+
+class TrackingCheckHook:
+    """Fail at the start, with a clear message, when the MLflow server is unreachable.
+
+    Runs before kedro-mlflow's own set-up (``tryfirst``), which would otherwise retry
+    for minutes and fail with a bare connection error.
+    """
+
+    timeout_s = 5.0
+
+    @hook_impl(tryfirst=True)
+    def after_context_created(self, context: Any) -> None:
+        """Probe ``server.mlflow_tracking_uri`` when it is an HTTP(S) server.
+
+        Raises:
+            RuntimeError: the server does not answer ``/health`` within 5 s.
+        """
+        try:
+            server = (context.config_loader["mlflow"] or {}).get("server") or {}
+        except Exception:  # noqa: BLE001 - no mlflow.yml: kedro-mlflow's defaults apply
+            return
+        uri = server.get("mlflow_tracking_uri") or os.environ.get(
+            "MLFLOW_TRACKING_URI", ""
+        )
+        if not str(uri).startswith(("http://", "https://")):
+            return
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+
+        try:
+            with urllib.request.urlopen(
+                f"{uri.rstrip('/')}/health", timeout=self.timeout_s
+            ):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            raise RuntimeError(
+                f"MLflow tracking server {uri} is unreachable ({exc}). Start it, or set "
+                "server.mlflow_tracking_uri in conf/local/mlflow.yml to a reachable "
+                "server (the project default is sqlite:///mlflow.db). Nothing was run."
+            ) from exc
+        logger.info("MLflow tracking server %s is reachable", uri)
