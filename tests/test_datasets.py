@@ -1,12 +1,20 @@
-"""ClassifierDataset: versioned folders that round-trip a classifier and its tokenizer."""
+"""The project's datasets: versioned model folders, atomic Parquet writes."""
 
 from pathlib import Path
 
+import dask
+import dask.dataframe as dd
+import pandas as pd
+import pytest
 import torch
-from kedro.io.core import Version
+from kedro.io.core import DatasetError, Version
 from transformers import BertConfig, BertModel
 
-from distillery.datasets import ClassifierDataset
+from distillery.datasets import (
+    AtomicDaskParquetDataset,
+    AtomicParquetDataset,
+    ClassifierDataset,
+)
 from distillery.ml.artifact import ClassifierArtifact
 from distillery.ml.modeling import TextClassifier, load_tokenizer
 
@@ -40,3 +48,42 @@ def test_versioned_save_and_load_round_trip(tmp_path: Path) -> None:
         len(versions) == 1 and (versions[0] / "teacher" / "model.safetensors").is_file()
     )
     assert not list(versions[0].glob("*.tmp"))
+
+
+def test_a_failed_parquet_write_leaves_the_previous_file(tmp_path: Path) -> None:
+    path = tmp_path / "clean.parquet"
+    dataset = AtomicParquetDataset(filepath=str(path))
+    good = pd.DataFrame({"text": ["a", "b"], "label": ["x", "y"]})
+    dataset.save(good)
+
+    unwritable = pd.DataFrame({"text": [object()]})  # pyarrow cannot store this
+    with pytest.raises(DatasetError):
+        dataset.save(unwritable)
+
+    pd.testing.assert_frame_equal(dataset.load(), good)
+    assert [p.name for p in tmp_path.iterdir()] == ["clean.parquet"]
+
+
+def test_a_dask_folder_is_replaced_whole(tmp_path: Path) -> None:
+    path = tmp_path / "train"
+    dataset = AtomicDaskParquetDataset(
+        filepath=str(path), save_args={"write_index": False}
+    )
+    with dask.config.set(scheduler="synchronous"):
+        dataset.save(dd.from_pandas(pd.DataFrame({"n": range(10)}), npartitions=3))
+        dataset.save(dd.from_pandas(pd.DataFrame({"n": range(4)}), npartitions=1))
+        assert dataset.load().compute()["n"].tolist() == [0, 1, 2, 3]
+        broken = dd.from_pandas(
+            pd.DataFrame({"n": range(4)}), npartitions=2
+        ).map_partitions(_explode, meta={"n": "int64"})
+        with pytest.raises(DatasetError):
+            dataset.save(broken)
+        assert dataset.load().compute()["n"].tolist() == [0, 1, 2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["train"]
+    assert len(list(path.glob("*.parquet"))) == 1
+
+
+def _explode(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame["n"].iloc[0] > 0:
+        raise RuntimeError("a worker died mid-write")
+    return frame

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from copy import deepcopy
 from pathlib import Path, PurePosixPath
 from typing import Any, Generic, TypeVar
 
-from kedro.io.core import AbstractVersionedDataset, Version
+import dask.dataframe as dd
+import fsspec
+import pandas as pd
+from kedro.io.core import (
+    AbstractVersionedDataset,
+    Version,
+    get_filepath_str,
+    get_protocol_and_path,
+)
+from kedro_datasets.dask import ParquetDataset as DaskParquetDataset
+from kedro_datasets.pandas import ParquetDataset as PandasParquetDataset
 
 from distillery.ml.artifact import ClassifierArtifact
 
@@ -158,3 +169,55 @@ class OnnxBundleDataset(_FolderDataset[Any]):
 
     def _read(self, folder: Path) -> str:
         return str(folder)
+
+
+def _temporary_name(path: str) -> str:
+    return f"{path.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+class AtomicParquetDataset(PandasParquetDataset):
+    """``pandas.ParquetDataset`` that writes a temporary file and renames it into place.
+
+    A run interrupted mid-write leaves the previous file (or none), never half of one
+    that a later stage would read.
+    """
+
+    def save(self, data: pd.DataFrame) -> None:
+        """Write to ``<path>.tmp-*``, then rename onto ``<path>``."""
+        final = get_filepath_str(self._get_save_path(), self._protocol)
+        tmp = _temporary_name(final)
+        try:
+            with self._fs.open(tmp, **self._fs_open_args_save) as handle:
+                data.to_parquet(handle, **self._save_args)
+            self._fs.mv(tmp, final)
+        finally:
+            if self._fs.exists(tmp):
+                self._fs.rm(tmp)
+        self._invalidate_cache()
+
+
+class AtomicDaskParquetDataset(DaskParquetDataset):
+    """``dask.ParquetDataset`` writing a temporary folder that replaces the old one.
+
+    The old folder is moved aside only once the new one is complete, so a reader sees
+    the old files, the new files, or (for an instant) none; never a mix.
+    """
+
+    def save(self, data: dd.DataFrame) -> None:
+        """Write every partition to ``<path>.tmp-*``, then swap folders."""
+        self._process_schema()
+        protocol = get_protocol_and_path(self._filepath)[0]
+        fs = fsspec.filesystem(protocol=protocol, **self.fs_args)
+        tmp = _temporary_name(self._filepath)
+        try:
+            data.to_parquet(path=tmp, storage_options=self.fs_args, **self._save_args)
+            if fs.exists(self._filepath):
+                old = _temporary_name(self._filepath)
+                fs.mv(self._filepath, old, recursive=True)
+                fs.mv(tmp, self._filepath, recursive=True)
+                fs.rm(old, recursive=True)
+            else:
+                fs.mv(tmp, self._filepath, recursive=True)
+        finally:
+            if fs.exists(tmp):
+                fs.rm(tmp, recursive=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -439,3 +440,26 @@ def test_a_failing_rank_fails_the_launch(
     assert "injected fault on rank 1 after step 2" in str(failure.value)
     # Rank 0 blocks in an all-reduce; the launcher must not wait for it.
     assert time.monotonic() - started < 60
+    # No rank outlives the failed launch.
+    assert _live_children() == []
+
+
+def _live_children() -> list[int]:
+    """Live children of this process, but multiprocessing's resource tracker.
+
+    The tracker is one helper per parent process for its whole life, not a rank.
+    """
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if (
+            int(fields[1]) == os.getpid()
+            and fields[0] != "Z"
+            and b"resource_tracker" not in cmdline
+        ):
+            children.append(int(stat.parent.name))
+    return children

@@ -1,0 +1,54 @@
+"""A tiny training run twice with the same seed: identical metrics and weights."""
+
+from pathlib import Path
+
+import pandas as pd
+from safetensors.torch import load_file
+
+from distillery.ml.text import tokenize_partition
+from distillery.ml.training import TrainConfig, launch_training
+
+
+def _split(n: int, offset: int) -> pd.DataFrame:
+    words = {
+        "negative": ["awful", "late", "rude"],
+        "positive": ["great", "kind", "calm"],
+    }
+    rows = [
+        {"text": f"{ws[i % 3]} trip {i}", "label": label, "source_row": offset + i}
+        for i in range(n)
+        for label, ws in words.items()
+    ]
+    return tokenize_partition(
+        pd.DataFrame(rows), "builtin", 32, {"negative": 0, "positive": 1}
+    )
+
+
+def test_same_seed_same_metrics_and_weights(
+    tiny_teacher_dir: Path, tmp_path: Path
+) -> None:
+    train, val = _split(40, 0), _split(8, 1000)
+    config = TrainConfig(
+        model_name_or_path=str(tiny_teacher_dir),
+        max_length=32,
+        batch_size=8,
+        learning_rate=1e-3,
+        epochs=2,
+        dropout=0.1,  # dropout on: its randomness must come from the seed too
+        nproc=1,
+        num_threads=1,
+        seed=7,
+    )
+    labels = ["negative", "positive"]
+
+    first = launch_training(config, train, val, labels, tmp_path / "a")
+    second = launch_training(config, train, val, labels, tmp_path / "b")
+
+    assert first.step_history and first.epoch_history
+    assert [(r["step"], r["train_loss"], r["lr"]) for r in first.step_history] == [
+        (r["step"], r["train_loss"], r["lr"]) for r in second.step_history
+    ]
+    assert first.epoch_history == second.epoch_history
+    a = load_file(str(Path(first.model_dir) / "model.safetensors"))
+    b = load_file(str(Path(second.model_dir) / "model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
