@@ -27,7 +27,11 @@ if __name__ == "__main__":
     val = pd.read_parquet(spec["val"])
     config = TrainConfig.from_dict(spec["config"])
     result = launch_training(config, train, val, ["negative", "positive"], spec["out"])
-    print(json.dumps({"resumed_from_step": result.resumed_from_step, "model_dir": result.model_dir}))
+    print(json.dumps({
+        "resumed_from_step": result.resumed_from_step,
+        "model_dir": result.model_dir,
+        "epoch_history": result.epoch_history,
+    }))
 """
 
 
@@ -113,6 +117,7 @@ def test_kill_9_after_a_checkpoint_then_resume(
         resumed["resumed_from_step"] is not None and resumed["resumed_from_step"] >= 20
     )
     assert unbroken["resumed_from_step"] is None
+    assert resumed["epoch_history"] == unbroken["epoch_history"]  # same metrics
     a = load_file(str(Path(resumed["model_dir"]) / "model.safetensors"))
     b = load_file(str(Path(unbroken["model_dir"]) / "model.safetensors"))
     assert a.keys() == b.keys()
