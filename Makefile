@@ -38,9 +38,12 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-bench: setup  ## benchmarks (after a `kedro run`, which it starts if no teacher exists yet)
+bench: setup  ## every benchmark (after a `kedro run`, which it starts if no teacher exists yet)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	test -d data/06_models/teacher || $(BIN)/kedro run
-	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/model_compression.py
+	$(BIN)/python benchmarks/training_overhead.py
+	$(BIN)/python benchmarks/preprocessing.py
 
 viz: setup  ## kedro-viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser

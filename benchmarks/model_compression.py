@@ -13,7 +13,7 @@ in one process with a fixed thread count, measures for each model form:
 Ratios against the teacher are computed round by round (same round, same load) and the
 median is reported. Usage::
 
-    .venv/bin/python benchmarks/compression.py [--threads 1] [--rounds 5] [--repeats 100]
+    .venv/bin/python benchmarks/model_compression.py [--threads 1] [--rounds 5] [--repeats 100]
 
 Prints a table and writes ``benchmarks/results/compression.json``.
 """

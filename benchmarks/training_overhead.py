@@ -1,0 +1,171 @@
+"""Training overhead: the train stage's loop vs a bare PyTorch loop, and ranks vs threads.
+
+Same model (the packaged teacher with a new head, frozen embeddings), same global batch
+of 32, same batches (the stage's length-bucketed sampler), same data (the first rows of
+``data/05_model_input/train`` from a previous ``kedro run``). Per-step throughput is
+compared, so model loading, validation and checkpoints are left out of both sides;
+the A/B runs are interleaved round by round. Usage::
+
+    .venv/bin/python benchmarks/training_overhead.py [--steps 20] [--rounds 3]
+
+Prints a table and writes ``benchmarks/results/training_overhead.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from distillery.ml.data import (
+    BucketedDistributedBatchSampler,
+    PadCollator,
+    TokenDataset,
+)
+from distillery.ml.modeling import TextClassifier
+from distillery.ml.training import TrainConfig, launch_training
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["negative", "neutral", "positive"]
+BATCH = 32
+
+
+def bare_loop(frame: pd.DataFrame, steps: int, threads: int, seed: int) -> list[float]:
+    """A plain ~30-line PyTorch loop; returns samples/s of each step after the first."""
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    model = TextClassifier.from_pretrained_encoder("builtin", LABELS, 0.1).train()
+    model.encoder.embeddings.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
+    dataset = TokenDataset(frame)
+    sampler = BucketedDistributedBatchSampler(dataset.lengths, BATCH, seed=seed)
+    sampler.set_epoch(0)
+    collate = PadCollator()
+    rates = []
+    for step, rows in enumerate(sampler):
+        if step > steps:
+            break
+        start = time.perf_counter()
+        batch = collate([dataset[i] for i in rows])
+        logits = model(batch["input_ids"], batch["attention_mask"])
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        if step > 0:  # the first step warms up allocators and thread pools
+            rates.append(BATCH / (time.perf_counter() - start))
+    return rates
+
+
+def stage_loop(
+    frame: pd.DataFrame, steps: int, nproc: int, threads: int, seed: int
+) -> list[float]:
+    """The train stage's loop through ``launch_training``; per-step samples/s."""
+    config = TrainConfig(
+        model_name_or_path="builtin",
+        batch_size=BATCH,
+        learning_rate=1e-4,
+        max_steps=steps + 1,
+        epochs=1,
+        freeze_embeddings=True,
+        nproc=nproc,
+        num_threads=threads,
+        checkpoint_every_steps=None,
+        patience=None,
+        seed=seed,
+        log_every_steps=1000,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = launch_training(config, frame, frame.head(BATCH), LABELS, tmp)
+    return [r["samples_per_s"] for r in result.step_history[1:]]
+
+
+def main() -> int:
+    """Run the rounds, print the table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks/results/training_overhead.json")
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    frame = pd.read_parquet(ROOT / "data/05_model_input/train").head(
+        BATCH * (args.steps + 2)
+    )
+    runs = {
+        "bare loop, 1 process x 2 threads": lambda s: bare_loop(
+            frame, args.steps, 2, s
+        ),
+        "stage loop, 1 rank x 2 threads": lambda s: stage_loop(
+            frame, args.steps, 1, 2, s
+        ),
+        "stage loop, 2 ranks x 1 thread": lambda s: stage_loop(
+            frame, args.steps, 2, 1, s
+        ),
+    }
+    medians: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(args.rounds):
+        for name, run in runs.items():
+            medians[name].append(statistics.median(run(42 + r)))
+    bare = medians["bare loop, 1 process x 2 threads"]
+    rows = []
+    for name, values in medians.items():
+        ratios = [v / b for v, b in zip(values, bare, strict=True)]
+        rows.append(
+            {
+                "loop": name,
+                "samples_per_s_median": statistics.median(values),
+                "samples_per_s_min": min(values),
+                "samples_per_s_max": max(values),
+                "vs_bare_median": statistics.median(ratios),
+                "vs_bare_min": min(ratios),
+                "vs_bare_max": max(ratios),
+            }
+        )
+    lines = [f"{'loop':<36}{'samples/s (min-max)':>26}{'vs bare (min-max)':>24}"]
+    for row in rows:
+        lines.append(
+            f"{row['loop']:<36}{row['samples_per_s_median']:>10.1f} "
+            f"({row['samples_per_s_min']:.1f}-{row['samples_per_s_max']:.1f})"
+            f"{row['vs_bare_median']:>12.2f}x ({row['vs_bare_min']:.2f}-{row['vs_bare_max']:.2f})"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["python", *sys.argv]),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "machine": {
+                    "platform": platform.platform(),
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                },
+                "versions": {p: metadata.version(p) for p in ("torch", "transformers")},
+                "settings": vars(args) | {"batch": BATCH},
+                "target": "stage loop >= 0.95 x bare loop",
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
