@@ -44,6 +44,7 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 	$(BIN)/python benchmarks/model_compression.py
 	$(BIN)/python benchmarks/training_overhead.py
 	$(BIN)/python benchmarks/preprocessing.py
+	$(BIN)/python benchmarks/end_to_end.py --clean
 
 viz: setup  ## kedro-viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser

@@ -1,0 +1,98 @@
+"""End-to-end benchmark: wall time of `kedro run`, per stage and in total.
+
+Runs ``kedro run`` (default: the defaults, every stage) in the project, then reads the
+per-stage wall times that ``StageTimerHook`` logged to that run in MLflow
+(``wall_s.<stage>``, node time including the saving of outputs) next to the wall time
+of the whole command (start-up included). Usage::
+
+    .venv/bin/python benchmarks/end_to_end.py [--env ENV] [--clean]
+
+``--clean`` empties the data folders first (as on a fresh clone). Prints a table and
+writes ``benchmarks/results/end_to_end.json`` (``end_to_end-<env>.json`` for other
+environments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
+TARGET_S = 600.0
+
+
+def _clean() -> None:
+    for layer in (ROOT / "data").iterdir():
+        for item in layer.iterdir():
+            if item.name != ".gitkeep":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def main() -> int:
+    """Run kedro, collect the stage times, print the table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--env", default=None, help="Kedro environment (default: local)"
+    )
+    parser.add_argument("--clean", action="store_true", help="empty data/ first")
+    args = parser.parse_args()
+    if args.clean:
+        _clean()
+    command = [str(Path(sys.executable).with_name("kedro")), "run"]
+    if args.env:
+        command += ["--env", args.env]
+    env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"}
+    started = time.time()
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    wall = time.time() - started
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ROOT / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("distillery")
+    run = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"attributes.start_time >= {int(started * 1000)}",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    stages = {s: run.data.metrics.get(f"wall_s.{s}") for s in STAGES}
+    rows = [{"stage": s, "wall_s": v} for s, v in stages.items() if v is not None]
+    lines = [f"{'stage':<12}{'wall (s)':>10}"]
+    lines += [f"{r['stage']:<12}{r['wall_s']:>10.1f}" for r in rows]
+    lines.append(
+        f"{'nodes total':<12}{run.data.metrics.get('wall_s.total', 0.0):>10.1f}"
+    )
+    lines.append(f"{'command':<12}{wall:>10.1f}   (target <= {TARGET_S:.0f} s)")
+    sys.stdout.write("\n".join(lines) + "\n")
+    name = "end_to_end.json" if args.env is None else f"end_to_end-{args.env}.json"
+    out = ROOT / "benchmarks" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["python", *sys.argv]),
+                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                "mlflow_run_id": run.info.run_id,
+                "stages": rows,
+                "nodes_total_s": run.data.metrics.get("wall_s.total"),
+                "command_wall_s": wall,
+                "target_s": TARGET_S,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
