@@ -16,6 +16,7 @@ import torch
 
 from distillery.ml.data import PadCollator, TokenDataset
 from distillery.ml.modeling import TextClassifier
+from distillery.ml.options import options_from_params
 from distillery.ml.student import build_student, rank_hidden_dims
 from distillery.ml.vocab import prune_vocabulary, used_token_ids
 
@@ -85,10 +86,7 @@ class StudentRecipe:
     @classmethod
     def from_dict(cls, params: dict[str, Any]) -> StudentRecipe:
         """Build from one entry of ``compress_options.students``; unknown keys are errors."""
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown student option(s) {sorted(unknown)} in {params}")
-        return cls(**params)
+        return options_from_params(cls, params, "compress_options.students entry")
 
 
 def make_student(

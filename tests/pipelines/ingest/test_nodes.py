@@ -74,7 +74,7 @@ def test_missing_label_column_stops_with_file_column_and_rule(tmp_path: Path) ->
 
 
 def test_options_reject_unknown_keys_and_same_columns() -> None:
-    with pytest.raises(ValueError, match="unknown ingest parameter"):
+    with pytest.raises(ValueError, match="unknown ingest key"):
         IngestOptions.from_params({"source": "builtin", "txt_column": "x"})
     with pytest.raises(ValueError, match="must differ"):
         IngestOptions(text_column="a", label_column="a")

@@ -22,6 +22,7 @@ from distillery.ml.distill import (
 from distillery.ml.evaluation import Gates, ModelEvaluation, ratios, select_best
 from distillery.ml.export import check_parity, export_onnx, quantize_onnx
 from distillery.ml.modeling import TextClassifier
+from distillery.ml.options import check_keys
 from distillery.ml.reporting import model_card_markdown
 from distillery.ml.serving import log_and_register
 from distillery.ml.training import TrainConfig, launch_training
@@ -61,10 +62,8 @@ class CompressOptions:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressOptions:
         """Build from parameters; students become :class:`StudentRecipe`s."""
+        check_keys(cls, params, "compress_options")
         params = dict(params)
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown compress_options key(s): {sorted(unknown)}")
         params["students"] = tuple(
             StudentRecipe.from_dict(s) for s in params["students"]
         )

@@ -17,6 +17,7 @@ from distillery.ml.baseline import BaselinePredictor, fit_baseline, save_baselin
 from distillery.ml.evaluation import ModelEvaluation, evaluate_predictor
 from distillery.ml.inference import OnnxPredictor, TorchPredictor
 from distillery.ml.latency import artifact_size_bytes
+from distillery.ml.options import options_from_params
 from distillery.ml.quantize import quantize_dynamic_int8, quantized_size_bytes
 from distillery.ml.reporting import (
     comparison_table_markdown,
@@ -54,10 +55,7 @@ class EvaluateOptions:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> EvaluateOptions:
         """Build from parameters, rejecting unknown keys."""
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown evaluate_options key(s): {sorted(unknown)}")
-        return cls(**params)
+        return options_from_params(cls, params, "evaluate_options")
 
 
 def _labelled_texts(

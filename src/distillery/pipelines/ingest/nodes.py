@@ -10,6 +10,7 @@ import ftfy
 import pandas as pd
 
 from distillery.ml.corpus import read_source
+from distillery.ml.options import options_from_params
 from distillery.tracking import as_metrics
 from distillery.validation.suites import check_columns
 
@@ -54,10 +55,7 @@ class IngestOptions:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> IngestOptions:
         """Build from the ``ingest`` parameters, rejecting unknown keys."""
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown ingest parameter(s): {sorted(unknown)}")
-        return cls(**params)
+        return options_from_params(cls, params, "ingest")
 
 
 def _label_text(value: object) -> str:

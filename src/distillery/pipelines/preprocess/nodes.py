@@ -12,6 +12,7 @@ import dask.dataframe as dd
 import pandas as pd
 
 from distillery.ml.modeling import BUILTIN_TEACHER
+from distillery.ml.options import options_from_params
 from distillery.ml.text import (
     SPLITS,
     empty_tokenized_frame,
@@ -64,10 +65,7 @@ class PreprocessOptions:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PreprocessOptions:
         """Build from the ``preprocess`` parameters, rejecting unknown keys."""
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown preprocess parameter(s): {sorted(unknown)}")
-        return cls(**params)
+        return options_from_params(cls, params, "preprocess")
 
 
 def normalize_texts(

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from distillery.ml.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
 from distillery.validation.quarantine import split_quarantine
 from distillery.validation.report import render_report
@@ -58,10 +59,7 @@ class ValidateOptions:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ValidateOptions:
         """Build from the ``validate`` parameters, rejecting unknown keys."""
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown validate parameter(s): {sorted(unknown)}")
-        return cls(**params)
+        return options_from_params(cls, params, "validate")
 
 
 def allowed_labels(
