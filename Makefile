@@ -49,7 +49,7 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 viz: setup  ## kedro-viz on http://127.0.0.1:4141
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141 --no-browser
 
-viz-build: setup  ## static kedro-viz site in build/
+viz-build: setup  ## static kedro-viz site in build/ (open build/index.html)
 	$(BIN)/kedro viz build
 
 mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the project's SQLite store
