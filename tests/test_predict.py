@@ -7,15 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from transformers import BertConfig, BertModel
 
 from distillery.ml.export import export_onnx
-from distillery.ml.modeling import TextClassifier, load_tokenizer
+from distillery.ml.modeling import load_tokenizer
 from distillery.ml.serving import load_onnx_predictor, save_onnx_bundle
 from distillery.predict import find_latest_bundle, format_prediction, main
 
@@ -23,18 +23,11 @@ LABELS = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bundle(
+    tiny_classifier: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A serving bundle around a 1-layer, 32-wide classifier."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-    )
-    model = TextClassifier(BertModel(config, add_pooling_layer=False), LABELS)
+    model = tiny_classifier(LABELS, shape="teacher")
     root = tmp_path_factory.mktemp("predict")
     onnx_path = export_onnx(model, root / "student.onnx", max_length=64)
     return save_onnx_bundle(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,6 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
 from distillery.ml.export import check_parity, export_onnx, quantize_onnx, read_metadata
 from distillery.ml.modeling import TextClassifier, load_tokenizer
@@ -27,19 +27,6 @@ from distillery.ml.vocab import prune_vocabulary, used_token_ids
 
 LABELS = ["a", "b", "c"]
 PAD, UNK, CLS, SEP = 0, 1, 2, 3
-
-
-def make_tiny_model(seed: int = 0) -> TextClassifier:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    return TextClassifier(BertModel(config, add_pooling_layer=False), LABELS).eval()
 
 
 def make_batch(
@@ -58,8 +45,10 @@ def make_batch(
 
 
 @pytest.fixture(scope="module")
-def tiny_pruned() -> TextClassifier:
-    return prune_vocabulary(make_tiny_model(), [PAD, UNK, CLS, SEP, *range(5, 70)], UNK)
+def tiny_pruned(tiny_classifier: Callable[..., TextClassifier]) -> TextClassifier:
+    """The toy 4-layer, 100-id classifier, pruned to 69 ids."""
+    keep = [PAD, UNK, CLS, SEP, *range(5, 70)]
+    return prune_vocabulary(tiny_classifier(LABELS), keep, UNK)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from distillery.ml.export import export_onnx
 from distillery.ml.inference import (
@@ -67,17 +68,8 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture(scope="module")
-def model() -> TextClassifier:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    base = TextClassifier(BertModel(config, add_pooling_layer=False), LABELS).eval()
+def model(tiny_classifier: Callable[..., TextClassifier]) -> TextClassifier:
+    base = tiny_classifier(LABELS)
     with torch.no_grad():
         base.head.weight.mul_(30)  # spread the logits so argmax is stable
     return prune_vocabulary(base, list(range(90)), unk_id=1)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
 from distillery.ml.modeling import TextClassifier
 from distillery.ml.student import (
@@ -19,25 +19,10 @@ from distillery.ml.vocab import prune_vocabulary
 TINY_LABELS = ["a", "b", "c"]
 
 
-def make_tiny_teacher(seed: int = 0) -> TextClassifier:
-    """4 layers, width 32, 2 heads of 16, FFN 37, 100 ids."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    return TextClassifier(
-        BertModel(config, add_pooling_layer=False), TINY_LABELS
-    ).eval()
-
-
 @pytest.fixture
-def teacher() -> TextClassifier:
-    return make_tiny_teacher()
+def teacher(tiny_classifier: Callable[..., TextClassifier]) -> TextClassifier:
+    """4 layers, width 32, 2 heads of 16, FFN 37, 100 ids."""
+    return tiny_classifier(TINY_LABELS)
 
 
 @pytest.fixture

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
 from distillery.ml.modeling import TextClassifier
 from distillery.ml.vocab import (
@@ -21,19 +21,8 @@ SPECIALS = [PAD, UNK, CLS, SEP]
 
 
 @pytest.fixture
-def model() -> TextClassifier:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
-    return TextClassifier(
-        BertModel(config, add_pooling_layer=False), ["a", "b", "c"]
-    ).eval()
+def model(tiny_classifier: Callable[..., TextClassifier]) -> TextClassifier:
+    return tiny_classifier(["a", "b", "c"])
 
 
 @pytest.fixture
