@@ -2,10 +2,8 @@
 
 import json
 import os
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -13,21 +11,19 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_kedro_run_all_stages_registers_a_student(project: Path, kedro_run) -> None:
+def test_kedro_run_all_stages_registers_a_student(full_run) -> None:
     # First with a gate no student can pass: the run fails at the gate, registers
     # nothing, and Kedro says from which node to resume.
-    failed = kedro_run(
-        "--params", "compress_options.gates.min_size_ratio=1000", timeout=1200
-    )
+    project, failed = full_run.project, full_run.failed
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "GateError" in output and "size_ratio" in output
-    assert not (project / "data/06_models/student_onnx").exists()
-    resume = re.search(r'--from-nodes[ =]"?([\w,]+)"?', output)
-    assert resume is not None, output[-3000:]
+    assert not full_run.bundle_after_failure
+    assert full_run.resume_nodes is not None, output[-3000:]
 
     # Resuming reuses every persisted output (no retraining) and completes.
-    done = kedro_run("--from-nodes", resume.group(1), timeout=1200)
+    done = full_run.resumed
+    assert done is not None
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "train_teacher_node" not in done.stdout + done.stderr
 
