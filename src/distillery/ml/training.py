@@ -1010,7 +1010,9 @@ def launch_training(
             encoder.
 
     Returns:
-        Rank 0's :class:`TrainResult`; None on a node that does not host rank 0.
+        Global rank 0's :class:`TrainResult` on the node that hosts it; None on the
+        other nodes. torch elastic keys the results by global rank, and which node
+        hosts rank 0 is the rendezvous' choice (c10d ignores any node rank).
 
     Raises:
         TrainingFailedError: If any rank fails; names the rank and its error.
@@ -1067,4 +1069,9 @@ def launch_training(
         raise TrainingFailedError(_describe_failures(err)) from err
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+    if 0 not in results:
+        logger.info(
+            "Global ranks %s on this node finished; rank 0 ran on another node",
+            sorted(results),
+        )
     return results.get(0)
