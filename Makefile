@@ -12,7 +12,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint format bench viz viz-build mlflow-ui serve clean
+.PHONY: setup run test lint format bench viz viz-build mlflow-ui serve airflow-dag clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,17 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# Airflow is optional for running the project; the tests load and run the DAG with it.
+$(BIN)/.airflow: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,airflow]"
+	touch $@
+
 setup: $(BIN)/.installed  ## create .venv and install distillery (CPU torch by default)
 
 run: setup  ## the main job: every stage on the defaults (`kedro run`)
 	$(BIN)/kedro run
 
-test: setup  ## lint, then the whole test suite (slow tests included)
+test: setup $(BIN)/.airflow  ## lint, then the whole test suite (slow tests included)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
 
@@ -54,6 +59,11 @@ viz-build: setup  ## static kedro-viz site in build/ (open build/index.html)
 
 mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the project's SQLite store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+airflow-dag: $(BIN)/.airflow  ## the scheduled-retraining DAG in airflow_dags/ (ENV=local)
+	$(BIN)/kedro airflow create --pipelines retrain --env $(or $(ENV),local) \
+	  --jinja-file deploy/airflow_dag.j2 --target-dir airflow_dags \
+	  --params project_path=$(CURDIR)
 
 clean:  ## remove outputs (data layers, MLflow store); keeps .venv
 	find data -type f ! -name .gitkeep -delete

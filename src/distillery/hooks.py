@@ -12,7 +12,16 @@ from kedro.framework.hooks import hook_impl
 logger = logging.getLogger(__name__)
 
 DASK_TAG = "dask"
-STAGE_TAGS = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
+STAGE_TAGS = (
+    "ingest",
+    "validate",
+    "monitor",
+    "preprocess",
+    "train",
+    "evaluate",
+    "compress",
+    "promote",
+)
 
 
 class DaskHook:

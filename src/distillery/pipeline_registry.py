@@ -1,4 +1,10 @@
-"""Project pipelines: one per stage; ``__default__`` runs them all in order."""
+"""Project pipelines: one per stage; ``__default__`` runs them all in order.
+
+``retrain`` adds the scheduled-retraining nodes around the stages: ``monitor`` decides
+(after validate) whether to skip, re-distil or retrain, and ``promote`` (after
+compress) moves the ``champion`` alias if the new student is better. It is the
+pipeline the Airflow DAG is generated from (``make airflow-dag``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from distillery.pipelines import (
     compress,
     evaluate,
     ingest,
+    monitor,
     preprocess,
+    promote,
     train,
     validate,
 )
@@ -17,12 +25,12 @@ STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register each stage's pipeline and ``__default__`` = all stages.
+    """Register each stage's pipeline, ``__default__`` = all stages, and ``retrain``.
 
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
-    pipelines = {
+    stages = {
         "ingest": ingest.create_pipeline(),
         "validate": validate.create_pipeline(),
         "preprocess": preprocess.create_pipeline(),
@@ -30,5 +38,14 @@ def register_pipelines() -> dict[str, Pipeline]:
         "evaluate": evaluate.create_pipeline(),
         "compress": compress.create_pipeline(),
     }
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
-    return pipelines
+    scheduling = {
+        "monitor": monitor.create_pipeline(),
+        "promote": promote.create_pipeline(),
+    }
+    default = sum(stages.values(), Pipeline([]))
+    return {
+        **stages,
+        **scheduling,
+        "__default__": default,
+        "retrain": default + scheduling["monitor"] + scheduling["promote"],
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,13 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
-from transformers import BertConfig, BertModel
 
 from distillery.ml.export import export_onnx
 from distillery.ml.inference import OnnxPredictor
-from distillery.ml.modeling import TextClassifier, load_tokenizer
+from distillery.ml.modeling import load_tokenizer
+from distillery.ml.registry import promote_if_better
 from distillery.ml.serving import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -56,18 +56,11 @@ def tokenizer() -> Any:
 
 
 @pytest.fixture(scope="module")
-def onnx_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def onnx_path(
+    tiny_classifier: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A 1-layer, 32-wide classifier over the teacher's vocabulary, exported."""
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=128,
-    )
-    model = TextClassifier(BertModel(config, add_pooling_layer=False), LABELS)
+    model = tiny_classifier(LABELS, shape="teacher")
     return export_onnx(model, tmp_path_factory.mktemp("onnx") / "student.onnx")
 
 
@@ -329,3 +322,43 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             pass
         return
+
+
+def test_champion_moves_only_to_a_better_challenger(
+    bundle: Path, tracking: str, tmp_path: Path
+) -> None:
+    name = "distillery-student-promotion"
+    texts = [*RAW_TEXTS, "lovely crew", "never again", "fine I guess", "late"] * 3
+    # Gold labels = what the bundle predicts, so it is right on every row ...
+    predicted = load_onnx_predictor(bundle).predict_proba(
+        [normalize_text(t, **NORMALIZE) for t in texts]
+    )
+    gold = predicted.argmax(axis=1).tolist()
+    # ... and the same graph with its label names rotated is wrong on every row.
+    worse = tmp_path / "worse"
+    shutil.copytree(bundle, worse)
+    config = json.loads((worse / CONFIG_FILE).read_text())
+    config["labels"] = config["labels"][1:] + config["labels"][:1]
+    (worse / CONFIG_FILE).write_text(json.dumps(config))
+
+    def register(folder: Path) -> int:
+        with mlflow.start_run(experiment_id=tracking):
+            return log_and_register(folder, name)["version"]
+
+    def promote(version: int) -> dict[str, Any]:
+        return promote_if_better(name, version, "champion", texts, gold, LABELS)
+
+    first = promote(register(worse))  # no champion yet: promoted whatever it scores
+    assert first["promoted"] and first["champion"] is None
+    assert first["challenger"]["accuracy"] == 0.0
+
+    better = promote(register(bundle))
+    assert better["promoted"] and better["champion"]["version"] == 1
+    assert better["challenger"]["accuracy"] == 1.0
+    assert better["challenger"]["macro_f1"] > first["challenger"]["macro_f1"]
+
+    again = promote(register(worse))  # worse than the champion: the alias stays
+    assert not again["promoted"] and again["champion"]["version"] == 2
+    client = MlflowClient()
+    assert int(client.get_model_version_by_alias(name, "champion").version) == 2
+    assert int(client.get_model_version_by_alias(name, "challenger").version) == 3

@@ -1,5 +1,6 @@
 """Compress nodes on a tiny teacher: distil, export with parity, gate, register."""
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -116,6 +117,10 @@ def tracking(tmp_path: Path):  # noqa: ANN201
     mlflow.set_tracking_uri(previous)
 
 
+PROFILE = {"rows": 2, "label_shares": {"neg": 0.5, "pos": 0.5}, "length": {"p50": 9.0}}
+TEACHER_PROFILE = {"rows": 4, "label_shares": {"pos": 1.0}, "length": {"p50": 7.0}}
+
+
 def _gate_slice(
     teacher: ClassifierArtifact, tmp_path: Path, options: dict
 ) -> DataCatalog:
@@ -141,6 +146,12 @@ def _gate_slice(
                 {"user_token": "@user", "url_token": "http"}
             ),
             "student_onnx_bundle": MemoryDataset(copy_mode="assign"),
+            "validation_summary": MemoryDataset(
+                {"sha256": "c0ffee", "profile": PROFILE}
+            ),
+            "teacher_train_summary": MemoryDataset(
+                {"data": {"sha256": "beef", "profile": TEACHER_PROFILE}}
+            ),
         }
     )
 
@@ -183,3 +194,7 @@ def test_the_best_passing_export_is_registered(
     version = tracking.get_model_version_by_alias("distillery-student", "challenger")
     assert int(version.version) == 1
     assert version.tags["form"] == "onnx-fp32"  # int8 lost 12% of F1: below the gate
+    # The data it was distilled on and its teacher's data, for scheduled retraining.
+    assert version.tags["corpus_sha256"] == "c0ffee"
+    assert json.loads(version.tags["data_profile"]) == PROFILE
+    assert json.loads(version.tags["teacher_data_profile"]) == TEACHER_PROFILE

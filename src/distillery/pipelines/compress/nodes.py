@@ -23,6 +23,7 @@ from distillery.ml.evaluation import Gates, ModelEvaluation, ratios, select_best
 from distillery.ml.export import check_parity, export_onnx, quantize_onnx
 from distillery.ml.modeling import TextClassifier
 from distillery.ml.options import check_keys
+from distillery.ml.registry import data_tags
 from distillery.ml.reporting import model_card_markdown
 from distillery.ml.serving import log_and_register
 from distillery.ml.training import TrainConfig, launch_training
@@ -315,13 +316,27 @@ def package_student(
 
 
 def register_student(
-    student_onnx_bundle: str, selected_student: dict[str, Any], registry: dict[str, Any]
+    student_onnx_bundle: str,
+    selected_student: dict[str, Any],
+    validation_summary: dict[str, Any],
+    teacher_train_summary: dict[str, Any],
+    registry: dict[str, Any],
 ) -> dict[str, Any]:
-    """Register the bundle as an MLflow pyfunc and point the alias (``challenger``) at it."""
+    """Register the bundle as an MLflow pyfunc and point the alias (``challenger``) at it.
+
+    The version is tagged with the corpus hash and data profile it was distilled on
+    and the profile of its teacher's data, which the scheduled retraining compares
+    the next corpus with.
+    """
     tags = {
         "variant": selected_student["variant"],
         "form": selected_student["form"],
         **{k: f"{v:.4f}" for k, v in selected_student["ratios"].items()},
+        **data_tags(
+            validation_summary["sha256"],
+            validation_summary["profile"],
+            teacher_train_summary.get("data", {}).get("profile"),
+        ),
     }
     info = log_and_register(
         student_onnx_bundle, registry["name"], registry["alias"], tags=tags

@@ -70,6 +70,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "student_onnx_bundle",
                     "selected_student",
+                    "validation_summary",
+                    "teacher_train_summary",
                     "params:compress_options.registry",
                 ],
                 outputs="registered_student",

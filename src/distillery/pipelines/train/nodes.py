@@ -21,6 +21,22 @@ logger = logging.getLogger(__name__)
 WORKDIR_KEY = "workdir"
 
 
+class RankZeroElsewhere(SystemExit):
+    """Ends ``kedro run`` with exit status 0 on a machine that did not host rank 0.
+
+    In a multi-node run every machine runs the same ``kedro run --pipeline train``, and
+    the c10d rendezvous, not the order in which machines start, decides which machine
+    hosts global rank 0. That machine saves the teacher and logs to MLflow. The others
+    have trained their share but hold no result, and a Kedro node cannot finish
+    without returning its declared outputs (the catalog would save them). So the node
+    leaves the run instead: ``SystemExit`` is not an ``Exception``, so Kedro reports no
+    failed node, the catalog saves nothing, and the process exits 0.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
 def split_train_options(train_options: dict[str, Any]) -> tuple[TrainConfig, Path]:
     """``params:train_options`` = TrainConfig fields + ``workdir`` (checkpoints, launch files).
 
@@ -63,19 +79,23 @@ def train_teacher(
     model_input_val: pd.DataFrame,
     label_vocab: dict[str, Any],
     train_options: dict[str, Any],
+    validation_summary: dict[str, Any] | None = None,
 ) -> tuple[ClassifierArtifact, dict[str, Any], dict[str, Any], Figure]:
     """Fine-tune the pretrained encoder on ``nproc`` × ``nnodes`` ranks.
 
     A rerun with the same options and data resumes from the latest checkpoint in
     ``workdir``; changed options start afresh (the log says which).
+    ``validation_summary`` (corpus hash and data profile) is copied into the JSON
+    summary under ``data``: the scheduled retraining measures drift from it.
 
     Returns:
         The fine-tuned teacher (best validation epoch), its MLflow metric curves, a
         JSON summary and the learning-curve figure.
 
     Raises:
-        RuntimeError: on a machine that hosted no rank 0 in a multi-node run (its ranks
-            finished; rank 0's machine saves the model).
+        RankZeroElsewhere: on a machine that did not host global rank 0 in a
+            multi-node run, after its ranks finished: ``kedro run`` exits 0 there and
+            saves nothing (the machine that hosted rank 0 saves the teacher).
         distillery.ml.training.TrainingFailedError: a rank failed (names rank and cause).
     """
     config, workdir = split_train_options(train_options)
@@ -84,10 +104,12 @@ def train_teacher(
         config, model_input_train, model_input_val, labels, workdir
     )
     if result is None:
-        raise RuntimeError(
-            "This machine's ranks finished, but rank 0 ran elsewhere: the teacher is "
-            "saved by the machine that hosts rank 0 (node_rank 0)."
+        logger.info(
+            "This machine's ranks finished. Global rank 0 ran on another machine, "
+            "which saves the teacher and logs the run to MLflow; nothing to save here, "
+            "so this run stops now with exit status 0."
         )
+        raise RankZeroElsewhere
     logger.info(
         "Teacher: best validation macro-F1 %.4f at epoch %d; %.1f samples/s on %d rank(s)"
         "%s",
@@ -102,7 +124,12 @@ def train_teacher(
     artifact = ClassifierArtifact(
         TextClassifier.load(result.model_dir), load_tokenizer(config.model_name_or_path)
     )
-    summary = asdict(result) | {"config": config.to_dict(), "run_id": active_run_id()}
+    summary = asdict(result) | {
+        "config": config.to_dict(),
+        "run_id": active_run_id(),
+        # The data this teacher saw: scheduled retraining measures drift from it.
+        "data": {k: (validation_summary or {}).get(k) for k in ("sha256", "profile")},
+    }
     figure = learning_curve(
         result.step_history, result.epoch_history, "teacher fine-tuning"
     )

@@ -16,6 +16,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "model_input_val@pandas",
                     "label_vocab",
                     "params:train_options",
+                    "validation_summary",
                 ],
                 outputs=[
                     "teacher_model",

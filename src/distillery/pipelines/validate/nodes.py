@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from distillery.ml.drift import data_profile
 from distillery.ml.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
 from distillery.validation.quarantine import split_quarantine
@@ -127,6 +128,8 @@ def validate_corpus(
         "source": file,
         "sha256": source_manifest.get("sha256"),
         "counts": counts,
+        # What the clean data looks like: scheduled retraining measures drift on it.
+        "profile": data_profile(clean["text"].tolist(), clean["label"].tolist()),
         "rules": [o.__dict__ for o in outcomes],
     }
     metrics = as_metrics({metric_key(k): v for k, v in counts.items()})

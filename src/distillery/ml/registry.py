@@ -1,0 +1,164 @@
+"""Registry side of scheduled retraining: what the last model saw, champion vs challenger.
+
+Every registered student carries the hash of the corpus it was distilled on and the
+:func:`~distillery.ml.drift.data_profile` of the data its *teacher* was fine-tuned on
+(tags ``corpus_sha256``, ``data_profile`` and ``teacher_data_profile``). The next
+scheduled run compares its corpus with those of the latest version (``challenger``):
+an unchanged hash means nothing new to learn, and the drift from the teacher's data
+says whether that teacher can still be reused.
+
+:func:`promote_if_better` scores the champion and the challenger with the same code
+path (their registered pyfuncs, raw text in) on the same test split, and moves the
+``champion`` alias only when the challenger's macro-F1 is higher by more than a margin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from distillery.ml.metrics import classification_metrics
+
+logger = logging.getLogger(__name__)
+
+SHA_TAG = "corpus_sha256"
+PROFILE_TAG = "data_profile"
+TEACHER_PROFILE_TAG = "teacher_data_profile"
+
+
+def data_tags(
+    sha256: str, profile: dict[str, Any], teacher_profile: dict[str, Any] | None
+) -> dict[str, str]:
+    """The registry tags that record which data a version and its teacher saw."""
+    tags = {SHA_TAG: sha256, PROFILE_TAG: json.dumps(profile, sort_keys=True)}
+    if teacher_profile is not None:
+        tags[TEACHER_PROFILE_TAG] = json.dumps(teacher_profile, sort_keys=True)
+    return tags
+
+
+def version_by_alias(name: str, alias: str) -> Any | None:
+    """The model version behind ``name@alias``, or None if the model or alias is absent."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+            return None
+        raise
+
+
+def retrain_reference(name: str, alias: str) -> dict[str, Any] | None:
+    """``{"sha256", "teacher_profile", "version"}`` of ``name@alias``.
+
+    Returns:
+        None when there is no such version or it lacks the data tags (registered
+        before they were recorded): the caller then has nothing to compare with.
+    """
+    version = version_by_alias(name, alias)
+    if version is None:
+        return None
+    tags = version.tags or {}
+    if SHA_TAG not in tags or TEACHER_PROFILE_TAG not in tags:
+        logger.warning(
+            "%s@%s (version %s) has no data tags", name, alias, version.version
+        )
+        return None
+    return {
+        "sha256": tags[SHA_TAG],
+        "teacher_profile": json.loads(tags[TEACHER_PROFILE_TAG]),
+        "version": int(version.version),
+    }
+
+
+def score_registered(
+    model_uri: str, texts: Sequence[str], labels: Sequence[int], vocab: list[str]
+) -> dict[str, float]:
+    """Accuracy and macro-F1 of a registered pyfunc on raw texts.
+
+    Args:
+        model_uri: ``models:/<name>/<version>`` or ``models:/<name>@<alias>``.
+        texts: Raw texts.
+        labels: Gold label ids (indices into ``vocab``).
+        vocab: Label names; a predicted name outside it counts as wrong.
+    """
+    model = mlflow.pyfunc.load_model(model_uri)
+    predicted = model.predict(pd.DataFrame({"text": list(texts)}))["label"]
+    index = {label: i for i, label in enumerate(vocab)}
+    # A name outside the vocabulary gets id -1: wrong for accuracy and a false
+    # negative of the true class for F1, never silently class 0.
+    y_pred = np.array([index.get(str(p), -1) for p in predicted], dtype=np.int64)
+    metrics = classification_metrics(np.asarray(labels, dtype=np.int64), y_pred, vocab)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def promote_if_better(  # noqa: PLR0913 - the registry entry plus the test split
+    name: str,
+    challenger_version: int,
+    alias: str,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    vocab: list[str],
+    min_improvement: float = 0.0,
+) -> dict[str, Any]:
+    """Move ``name@alias`` to the challenger if it beats the champion on this split.
+
+    With no champion the challenger is promoted. A challenger that *is* the champion
+    already (a rerun) is kept as it is.
+
+    Returns:
+        ``{"promoted", "reason", "alias", "champion": {"version", "accuracy",
+        "macro_f1"} | None, "challenger": {...}, "min_improvement", "test_rows"}``.
+    """
+    client = MlflowClient()
+    challenger = {
+        "version": int(challenger_version),
+        **score_registered(
+            f"models:/{name}/{challenger_version}", texts, labels, vocab
+        ),
+    }
+    current = version_by_alias(name, alias)
+    champion = None
+    if current is None:
+        promoted, reason = True, f"no {alias} yet"
+    elif int(current.version) == challenger["version"]:
+        champion = dict(challenger)
+        promoted, reason = False, f"the challenger is already {alias}"
+    else:
+        champion = {
+            "version": int(current.version),
+            **score_registered(
+                f"models:/{name}/{current.version}", texts, labels, vocab
+            ),
+        }
+        gain = challenger["macro_f1"] - champion["macro_f1"]
+        promoted = gain > min_improvement
+        reason = (
+            f"challenger macro-F1 {challenger['macro_f1']:.4f} vs {alias} "
+            f"{champion['macro_f1']:.4f} (gain {gain:+.4f}, needed > {min_improvement})"
+        )
+    if promoted:
+        client.set_registered_model_alias(name, alias, str(challenger["version"]))
+    logger.info(
+        "%s %s version %s: %s",
+        "Promoted" if promoted else "Kept",
+        f"{name}@{alias} ->" if promoted else f"{name}@{alias} at",
+        challenger["version"] if promoted else (champion or {}).get("version"),
+        reason,
+    )
+    return {
+        "promoted": promoted,
+        "reason": reason,
+        "name": name,
+        "alias": alias,
+        "champion": champion,
+        "challenger": challenger,
+        "min_improvement": min_improvement,
+        "test_rows": len(texts),
+    }
