@@ -87,6 +87,22 @@ class TrainingFailedError(RuntimeError):
     """A training rank failed; the message names the rank and its error."""
 
 
+class RankZeroElsewhere(SystemExit):
+    """Ends ``kedro run`` with exit status 0 on a machine that did not host rank 0.
+
+    In a multi-node run every machine runs the same ``kedro run --pipeline train``, and
+    the c10d rendezvous, not the order in which machines start, decides which machine
+    hosts global rank 0. That machine saves the model and logs to MLflow. The others
+    have trained their share but hold no result, and a Kedro node cannot finish
+    without returning its declared outputs (the catalog would save them). So the node
+    leaves the run instead: ``SystemExit`` is not an ``Exception``, so Kedro reports no
+    failed node, the catalog saves nothing, and the process exits 0.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the training loop needs besides data; checks itself on creation.

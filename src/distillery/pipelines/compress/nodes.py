@@ -26,7 +26,7 @@ from distillery.ml.options import check_keys
 from distillery.ml.registry import data_tags
 from distillery.ml.reporting import model_card_markdown
 from distillery.ml.serving import log_and_register
-from distillery.ml.training import TrainConfig, launch_training
+from distillery.ml.training import RankZeroElsewhere, TrainConfig, launch_training
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,13 @@ def distill_students(
             init_model_dir=str(init_dir),
         )
         if result is None:
-            raise RuntimeError("rank 0 ran on another machine; it stores the students")
+            logger.info(
+                "This machine's ranks finished distilling %s. Global rank 0 ran on "
+                "another machine, which keeps the students; this run stops with exit "
+                "status 0.",
+                recipe.name,
+            )
+            raise RankZeroElsewhere
         logger.info(
             "Student %s: val macro-F1 %.4f (epoch %d), %.0f samples/s",
             recipe.name,

@@ -13,28 +13,17 @@ from matplotlib.figure import Figure
 from distillery.ml.artifact import ClassifierArtifact
 from distillery.ml.modeling import TextClassifier, load_tokenizer
 from distillery.ml.plots import learning_curve
-from distillery.ml.training import TrainConfig, TrainResult, launch_training
+from distillery.ml.training import (
+    RankZeroElsewhere,
+    TrainConfig,
+    TrainResult,
+    launch_training,
+)
 from distillery.tracking import active_run_id
 
 logger = logging.getLogger(__name__)
 
 WORKDIR_KEY = "workdir"
-
-
-class RankZeroElsewhere(SystemExit):
-    """Ends ``kedro run`` with exit status 0 on a machine that did not host rank 0.
-
-    In a multi-node run every machine runs the same ``kedro run --pipeline train``, and
-    the c10d rendezvous, not the order in which machines start, decides which machine
-    hosts global rank 0. That machine saves the teacher and logs to MLflow. The others
-    have trained their share but hold no result, and a Kedro node cannot finish
-    without returning its declared outputs (the catalog would save them). So the node
-    leaves the run instead: ``SystemExit`` is not an ``Exception``, so Kedro reports no
-    failed node, the catalog saves nothing, and the process exits 0.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(0)
 
 
 def split_train_options(train_options: dict[str, Any]) -> tuple[TrainConfig, Path]:
