@@ -227,3 +227,30 @@ class TrackingCheckHook:
                 "server (the project default is sqlite:///mlflow.db). Nothing was run."
             ) from exc
         logger.info("MLflow tracking server %s is reachable", uri)
+
+
+class AirflowRunTagsHook:
+    """Tag the MLflow run of an Airflow task with its DAG, DAG run and task ids.
+
+    Each task of the scheduled DAG is its own Kedro session, hence its own MLflow run;
+    the tags group one DAG run's records: ``tags."airflow.dag_run_id" = '<run id>'``.
+    Airflow exports the ids as ``AIRFLOW_CTX_*`` variables while a task runs; outside
+    Airflow there are none and nothing is tagged.
+    """
+
+    TAGS = {
+        "airflow.dag_id": "AIRFLOW_CTX_DAG_ID",
+        "airflow.dag_run_id": "AIRFLOW_CTX_DAG_RUN_ID",
+        "airflow.task_id": "AIRFLOW_CTX_TASK_ID",
+    }
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self) -> None:
+        """Set the tags on the active run."""
+        tags = {k: os.environ[v] for k, v in self.TAGS.items() if os.environ.get(v)}
+        if not tags:
+            return
+        import mlflow  # noqa: PLC0415
+
+        if mlflow.active_run() is not None:
+            mlflow.set_tags(tags)

@@ -2,9 +2,14 @@
 
 from pathlib import Path
 
-from distillery.hooks import DaskHook, StageTimerHook, TrackingCheckHook
+from distillery.hooks import (
+    AirflowRunTagsHook,
+    DaskHook,
+    StageTimerHook,
+    TrackingCheckHook,
+)
 
-HOOKS = (TrackingCheckHook(), DaskHook(), StageTimerHook())
+HOOKS = (TrackingCheckHook(), DaskHook(), StageTimerHook(), AirflowRunTagsHook())
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -108,8 +108,8 @@ def _use_corpus(project: Path, corpus: Path) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def _dags_test(scheduled: dict, logical_date: str) -> dict[str, str]:
-    """Run the DAG once in-process (``airflow dags test``); return task states."""
+def _dags_test(scheduled: dict, logical_date: str) -> tuple[str, dict[str, str]]:
+    """Run the DAG once in-process (``airflow dags test``); return run id, task states."""
     done = _run(
         [str(BIN / "airflow"), "dags", "test", DAG_ID, logical_date],
         scheduled["project"],
@@ -133,7 +133,7 @@ def _dags_test(scheduled: dict, logical_date: str) -> dict[str, str]:
         scheduled["env"],
     )
     rows = json.loads(states.stdout[states.stdout.index("[") :])
-    return {row["task_id"]: row["state"] for row in rows}
+    return run_id.group(1), {row["task_id"]: row["state"] for row in rows}
 
 
 def _report(project: Path, name: str) -> dict:
@@ -183,7 +183,7 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     # Week 1: nothing registered yet, so a full retrain; the first student becomes
     # champion.
     _use_corpus(project, scheduled["corpora"]["v1"])
-    states = _dags_test(scheduled, "2026-12-06")
+    week1, states = _dags_test(scheduled, "2026-12-06")
     assert _report(project, "retrain_decision.json")["action"] == "full"
     assert states["train"] == "success" and states["reuse_teacher"] == "skipped"
     assert states["skip_retraining"] == "skipped"
@@ -196,10 +196,18 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     )
     teacher_versions = sorted(p.name for p in teachers.iterdir())
     assert len(teacher_versions) == 1
+    # Each Kedro task is its own MLflow run, tagged with the DAG run it belongs to.
+    runs = client.search_runs(
+        [client.get_experiment_by_name("distillery").experiment_id],
+        filter_string=f"tags.`airflow.dag_run_id` = '{week1}'",
+    )
+    assert sorted(r.data.tags["airflow.task_id"] for r in runs) == sorted(
+        ["ingest", "validate", "decide", "preprocess", "train", "compress", "promote"]
+    )
 
     # Week 2: 40 more rows: a new hash, little drift: re-distil with the same teacher.
     _use_corpus(project, scheduled["corpora"]["v2"])
-    states = _dags_test(scheduled, "2026-12-13")
+    _, states = _dags_test(scheduled, "2026-12-13")
     decision = _report(project, "retrain_decision.json")
     assert decision["action"] == "redistill", decision
     assert decision["reference"]["version"] == 1
@@ -220,7 +228,7 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     assert int(challenger.version) == 2
 
     # Week 3: the same corpus: skip; nothing after the decision runs.
-    states = _dags_test(scheduled, "2026-12-20")
+    _, states = _dags_test(scheduled, "2026-12-20")
     assert _report(project, "retrain_decision.json")["action"] == "skip"
     assert states["skip_retraining"] == "success"
     for task in ("preprocess", "choose_teacher", "train", "compress", "promote"):
