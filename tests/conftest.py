@@ -11,11 +11,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
+    import pandas as pd
     from transformers import BertModel
 
     from distillery.ml.modeling import TextClassifier
@@ -88,6 +89,59 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _tiny_bert("teacher").save_pretrained(path)
     load_tokenizer("builtin").save_pretrained(str(path))
     return path
+
+
+TRIP_WORDS = {
+    "negative": ["awful", "late", "rude"],
+    "positive": ["great", "kind", "calm"],
+}
+
+
+def _trip_split(n: int, offset: int) -> pd.DataFrame:
+    """``n`` rows per class, "<word> trip <i>", tokenized (builtin, 32 tokens)."""
+    import pandas as pd  # noqa: PLC0415, F811
+
+    from distillery.ml.text import tokenize_partition  # noqa: PLC0415
+
+    rows = [
+        {"text": f"{ws[i % 3]} trip {i}", "label": label, "source_row": offset + i}
+        for i in range(n)
+        for label, ws in TRIP_WORDS.items()
+    ]
+    return tokenize_partition(
+        pd.DataFrame(rows), "builtin", 32, {"negative": 0, "positive": 1}
+    )
+
+
+@pytest.fixture(scope="session")
+def trip_split() -> Callable[[int, int], pd.DataFrame]:
+    """``trip_split(n, offset)``: a toy negative/positive model-input frame.
+
+    ``2 * n`` rows ("<word> trip <i>"), ``source_row`` from ``offset``.
+    """
+    return _trip_split
+
+
+def _tiny_train_options(
+    model_dir: Path, workdir: Path, **overrides: Any
+) -> dict[str, Any]:
+    return {
+        "model_name_or_path": str(model_dir),
+        "max_length": 32,
+        "batch_size": 8,
+        "learning_rate": 1e-3,
+        "epochs": 2,
+        "workdir": str(workdir),
+    } | overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_train_options() -> Callable[..., dict[str, Any]]:
+    """``tiny_train_options(model_dir, workdir, **overrides)``: ``params:train_options``.
+
+    Batch 8, 2 epochs, lr 1e-3, 32 tokens; every other key comes from ``overrides``.
+    """
+    return _tiny_train_options
 
 
 ROOT = Path(__file__).resolve().parents[1]

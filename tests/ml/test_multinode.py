@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,42 +28,24 @@ from safetensors.torch import load_file
 
 from distillery.datasets import ClassifierDataset
 from distillery.ml.modeling import WEIGHTS_FILE
-from distillery.ml.text import tokenize_partition
 from distillery.pipelines.train.nodes import train_teacher
 
 LABELS = ["negative", "positive"]
-WORDS = {"negative": ["awful", "late", "rude"], "positive": ["great", "kind", "calm"]}
 WORKER_LINE = "Global rank 0 ran on another machine"
 MACHINE_TIMEOUT_S = 150
 
 
-def _split(n: int, offset: int) -> pd.DataFrame:
-    rows = [
-        {"text": f"{ws[i % 3]} trip {i}", "label": label, "source_row": offset + i}
-        for i in range(n)
-        for label, ws in WORDS.items()
-    ]
-    return tokenize_partition(
-        pd.DataFrame(rows), "builtin", 32, {"negative": 0, "positive": 1}
-    )
-
-
-def _options(model_dir: Path, workdir: Path, **overrides: Any) -> dict[str, Any]:
-    """``params:train_options``: 32 rows, 4 steps per epoch, 2 epochs, dropout on."""
-    return {
-        "model_name_or_path": str(model_dir),
-        "max_length": 32,
-        "batch_size": 8,
-        "learning_rate": 1e-3,
-        "epochs": 2,
-        "dropout": 0.1,  # each global rank's dropout stream must follow its rank
-        "patience": None,
-        "seed": 7,
-        "checkpoint_every_steps": None,
-        "num_threads": 1,
-        "device": "cpu",
-        "workdir": str(workdir),
-    } | overrides
+# ``params:train_options`` on top of ``tiny_train_options`` (32 rows: 4 steps per
+# epoch, 2 epochs): dropout on, since each global rank's dropout stream must follow
+# its rank.
+MACHINE_OPTIONS: dict[str, Any] = {
+    "dropout": 0.1,
+    "patience": None,
+    "seed": 7,
+    "checkpoint_every_steps": None,
+    "num_threads": 1,
+    "device": "cpu",
+}
 
 
 def _free_port() -> int:
@@ -125,16 +108,21 @@ def _weights(teacher_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 @pytest.mark.timeout(2 * MACHINE_TIMEOUT_S + 60)
 def test_two_machines_train_what_one_machine_with_two_ranks_trains(
-    tiny_teacher_dir: Path, tmp_path: Path
+    tiny_teacher_dir: Path,
+    tmp_path: Path,
+    trip_split: Callable[[int, int], pd.DataFrame],
+    tiny_train_options: Callable[..., dict[str, Any]],
 ) -> None:
-    train, val = _split(16, 0), _split(4, 1000)
+    train, val = trip_split(16, 0), trip_split(4, 1000)
 
     # One machine, two ranks.
     teacher, *_ = train_teacher(
         train,
         val,
         {"labels": LABELS},
-        _options(tiny_teacher_dir, tmp_path / "one" / "work", nproc=2),
+        tiny_train_options(
+            tiny_teacher_dir, tmp_path / "one" / "work", **MACHINE_OPTIONS, nproc=2
+        ),
     )
     ClassifierDataset(filepath=str(tmp_path / "one" / "teacher")).save(teacher)
 
@@ -151,7 +139,9 @@ def test_two_machines_train_what_one_machine_with_two_ranks_trains(
         job_dir.mkdir()
         train.to_parquet(job_dir / "train.parquet")
         val.to_parquet(job_dir / "val.parquet")
-        options = _options(tiny_teacher_dir, job_dir / "work", **multinode)
+        options = tiny_train_options(
+            tiny_teacher_dir, job_dir / "work", **MACHINE_OPTIONS, **multinode
+        )
         (job_dir / "job.json").write_text(json.dumps({"train_options": options}))
     machines = [_start_machine(job_dir) for job_dir in jobs]
     try:

@@ -1,33 +1,20 @@
 """A tiny training run twice with the same seed: identical metrics and weights."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 from safetensors.torch import load_file
 
-from distillery.ml.text import tokenize_partition
 from distillery.ml.training import TrainConfig, launch_training
 
 
-def _split(n: int, offset: int) -> pd.DataFrame:
-    words = {
-        "negative": ["awful", "late", "rude"],
-        "positive": ["great", "kind", "calm"],
-    }
-    rows = [
-        {"text": f"{ws[i % 3]} trip {i}", "label": label, "source_row": offset + i}
-        for i in range(n)
-        for label, ws in words.items()
-    ]
-    return tokenize_partition(
-        pd.DataFrame(rows), "builtin", 32, {"negative": 0, "positive": 1}
-    )
-
-
 def test_same_seed_same_metrics_and_weights(
-    tiny_teacher_dir: Path, tmp_path: Path
+    tiny_teacher_dir: Path,
+    tmp_path: Path,
+    trip_split: Callable[[int, int], pd.DataFrame],
 ) -> None:
-    train, val = _split(40, 0), _split(8, 1000)
+    train, val = trip_split(40, 0), trip_split(8, 1000)
     config = TrainConfig(
         model_name_or_path=str(tiny_teacher_dir),
         max_length=32,

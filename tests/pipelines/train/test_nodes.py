@@ -1,6 +1,8 @@
 """train_teacher on a tiny BERT with the real tokenizer: outputs, metrics, resume."""
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -26,25 +28,19 @@ def _split(n: int) -> pd.DataFrame:
     return tokenize_partition(frame, "builtin", 32, {"negative": 0, "positive": 1})
 
 
-def _options(model_dir: Path, workdir: Path, **overrides: object) -> dict:
-    return {
-        "model_name_or_path": str(model_dir),
-        "max_length": 32,
-        "batch_size": 8,
-        "learning_rate": 1e-3,
-        "epochs": 2,
-        "dropout": 0.0,
-        "nproc": 1,
-        "checkpoint_every_steps": 2,
-        "workdir": str(workdir),
-    } | overrides
-
-
 def test_train_teacher_returns_model_curves_and_resumes(
-    tiny_teacher_dir: Path, tmp_path: Path
+    tiny_teacher_dir: Path,
+    tmp_path: Path,
+    tiny_train_options: Callable[..., dict[str, Any]],
 ) -> None:
     train, val = _split(16), _split(4)
-    options = _options(tiny_teacher_dir, tmp_path / "work")
+    options = tiny_train_options(
+        tiny_teacher_dir,
+        tmp_path / "work",
+        dropout=0.0,
+        nproc=1,
+        checkpoint_every_steps=2,
+    )
     vocab = {"labels": ["negative", "positive"]}
 
     artifact, metrics, summary, figure = train_teacher(train, val, vocab, options)
