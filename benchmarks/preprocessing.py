@@ -7,9 +7,13 @@ suffix, so that de-duplication keeps the real work. Every engine does the same s
 normalise, assign the hash split, drop exact duplicates, tokenise with the teacher's
 fast tokenizer, write Parquet. Each engine and size runs in its own subprocess; peak
 RSS is the sum over that subprocess and its children (Dask workers), sampled every
-50 ms. Usage::
+50 ms, and CPU seconds are those of the whole process tree (``cores`` = CPU / wall:
+the tokenizer's own thread pool makes "single process" use more than one core).
+Engines run interleaved, ``--repeats`` rounds per size; the table shows the median
+wall time and the largest peak. Usage::
 
-    .venv/bin/python benchmarks/preprocessing.py [--sizes 100000 1000000]
+    .venv/bin/python benchmarks/preprocessing.py [--sizes 100000 1000000] [--repeats 1]
+        [--base data/03_primary/validated_texts.parquet]
 
 Prints a table and writes ``benchmarks/results/preprocessing.json``.
 """
@@ -20,6 +24,9 @@ import argparse
 import json
 import os
 import platform
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,11 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("dask", "pandas", "datasets")
 SEED = 42
 FRACTIONS = (0.8, 0.1, 0.1)
+BASE = ROOT / "data/03_primary/validated_texts.parquet"
+# As the catalog writes validated_texts: Dask reads one partition per row group.
+ROW_GROUP_SIZE = 20_000
 
 
-def make_input(rows: int, folder: Path) -> Path:
+def make_input(base_path: Path, rows: int, folder: Path) -> Path:
     """The validated corpus replicated to ``rows`` rows with unique texts and row ids."""
-    base = pd.read_parquet(ROOT / "data/03_primary/validated_texts.parquet")
+    base = pd.read_parquet(base_path)
     copies = -(-rows // len(base))
     frame = pd.concat(
         [base.assign(text=base["text"] + f" r{k}") for k in range(copies)],
@@ -45,7 +55,7 @@ def make_input(rows: int, folder: Path) -> Path:
     ).head(rows)
     frame = frame.assign(source_row=range(len(frame)))
     path = folder / f"input-{rows}.parquet"
-    frame.to_parquet(path, row_group_size=50_000)
+    frame.to_parquet(path, row_group_size=ROW_GROUP_SIZE)
     return path
 
 
@@ -111,14 +121,29 @@ def run_dask(source: Path, out: Path) -> None:
 
 
 def run_datasets(source: Path, out: Path) -> None:
-    """Hugging Face datasets: batched map with 2 processes for the per-row work."""
+    """Hugging Face datasets: batched map with 2 processes for the per-row work.
+
+    It tokenises with the same encoder call as the other engines, so the comparison is
+    of the engines, not of tokenizer wrappers.
+    """
     import datasets  # noqa: PLC0415
 
-    from distillery.ml.modeling import load_tokenizer  # noqa: PLC0415
-    from distillery.ml.text import assign_split, normalize_text, text_hash  # noqa: PLC0415
+    from distillery.ml.text import (  # noqa: PLC0415
+        assign_split,
+        load_encoder,
+        normalize_text,
+        text_hash,
+    )
 
-    tokenizer = load_tokenizer("builtin")
-    data = datasets.load_dataset("parquet", data_files=str(source), split="train")
+    encoder = load_encoder("builtin", 128)
+    # A fresh cache per run: repeats must not reuse an earlier run's Arrow files.
+    datasets.disable_caching()
+    data = datasets.load_dataset(
+        "parquet",
+        data_files=str(source),
+        split="train",
+        cache_dir=str(out / "hf-cache"),
+    )
 
     def normalise(batch: dict) -> dict:
         texts = [normalize_text(t) for t in batch["text"]]
@@ -132,8 +157,12 @@ def run_datasets(source: Path, out: Path) -> None:
     labels = {label: i for i, label in enumerate(sorted(set(data["label"])))}
 
     def tokenise(batch: dict) -> dict:
-        encoded = tokenizer(batch["text"], truncation=True, max_length=128)
-        return dict(encoded) | {"label": [labels[x] for x in batch["label"]]}
+        ids = [e.ids for e in encoder.encode_batch_fast(batch["text"])]
+        return {
+            "input_ids": ids,
+            "attention_mask": [[1] * len(i) for i in ids],
+            "label": [labels[x] for x in batch["label"]],
+        }
 
     data = data.map(tokenise, batched=True, num_proc=2)
     for split in ("train", "val", "test"):
@@ -165,9 +194,19 @@ def _rss_tree(pid: int) -> int:
     return total
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(engine: str, source: Path, workdir: Path) -> dict[str, float]:
-    """Run one engine in a subprocess; wall time and peak RSS of its process tree."""
+    """Run one engine in a subprocess; wall time, CPU time and peak RSS of its tree.
+
+    CPU time counts the subprocess and every descendant it waited for (Dask workers
+    are joined by their nanny, datasets' pool by datasets).
+    """
     out = workdir / f"{engine}-{source.stem}"
+    shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     # run_path, not an import: the benchmarks folder must not shadow modules on
     # sys.path (a script named like a module would hide the stdlib-style `compression` package).
@@ -176,6 +215,8 @@ def measure(engine: str, source: Path, workdir: Path) -> dict[str, float]:
         f"runpy.run_path({__file__!r})['run_{engine}']"
         f"(pathlib.Path({str(source)!r}), pathlib.Path({str(out)!r}))"
     )
+    load = os.getloadavg()[0]
+    cpu = _children_cpu_s()
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-c", code], stderr=subprocess.PIPE, text=True
@@ -185,9 +226,70 @@ def measure(engine: str, source: Path, workdir: Path) -> dict[str, float]:
         peak = max(peak, _rss_tree(process.pid))
         time.sleep(0.05)
     wall = time.perf_counter() - start
+    cpu = _children_cpu_s() - cpu
     if process.returncode != 0:
         raise RuntimeError(f"{engine} failed: {process.stderr.read()[-2000:]}")
-    return {"wall_s": wall, "peak_rss_mb": peak / 1e6}
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "peak_rss_mb": peak / 1e6,
+        "load_1min_before": load,
+    }
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """One row per engine and size: median wall and CPU time, largest peak RSS."""
+    rows = []
+    for size in dict.fromkeys(r["rows"] for r in runs):
+        for engine in dict.fromkeys(r["engine"] for r in runs):
+            cell = [r for r in runs if r["rows"] == size and r["engine"] == engine]
+            if not cell:
+                continue
+            wall = statistics.median(r["wall_s"] for r in cell)
+            cpu = statistics.median(r["cpu_s"] for r in cell)
+            rows.append(
+                {
+                    "engine": engine,
+                    "rows": size,
+                    "repeats": len(cell),
+                    "wall_s": wall,
+                    "wall_s_all": [r["wall_s"] for r in cell],
+                    "rows_per_s": size / wall,
+                    "cpu_s": cpu,
+                    "cores": cpu / wall,
+                    "peak_rss_mb": max(r["peak_rss_mb"] for r in cell),
+                }
+            )
+    return rows
+
+
+def targets(runs: list[dict], rows: list[dict]) -> dict[str, float]:
+    """The issue's ratios at the largest size (speed-ups: median of per-round ratios)."""
+    sizes = sorted({r["rows"] for r in runs})
+    big, small = sizes[-1], sizes[0]
+
+    def per_round(engine: str) -> float | None:
+        pairs = [
+            (d["wall_s"], o["wall_s"])
+            for d, o in zip(
+                [r for r in runs if r["rows"] == big and r["engine"] == "dask"],
+                [r for r in runs if r["rows"] == big and r["engine"] == engine],
+                strict=False,
+            )
+        ]
+        return statistics.median(o / d for d, o in pairs) if pairs else None
+
+    peak = {(r["engine"], r["rows"]): r["peak_rss_mb"] for r in rows}
+    result = {
+        "rows": big,
+        "dask_speedup_vs_pandas": per_round("pandas"),
+        "dask_speedup_vs_datasets": per_round("datasets"),
+    }
+    if big != small and ("dask", small) in peak:
+        result["dask_peak_rss_ratio"] = peak["dask", big] / peak["dask", small]
+        result["peak_rss_ratio_sizes"] = [small, big]
+    return result
 
 
 def main() -> int:
@@ -195,28 +297,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--engines", nargs="+", default=list(ENGINES))
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds")
+    parser.add_argument(
+        "--base", default=str(BASE), help="validated corpus to replicate"
+    )
     parser.add_argument(
         "--out", default=str(ROOT / "benchmarks/results/preprocessing.json")
     )
     args = parser.parse_args()
-    rows = []
+    base = Path(args.base)
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            source = make_input(size, Path(tmp))
-            for engine in args.engines:
-                result = measure(engine, source, Path(tmp))
-                rows.append(
-                    {
-                        "engine": engine,
-                        "rows": size,
-                        **result,
-                        "rows_per_s": size / result["wall_s"],
-                    }
-                )
-                sys.stdout.write(
-                    f"{engine:<10}{size:>10}{result['wall_s']:>9.1f} s{size / result['wall_s']:>10.0f} rows/s{result['peak_rss_mb']:>9.0f} MB\n"
-                )
-                sys.stdout.flush()
+            source = make_input(base, size, Path(tmp))
+            for round_ in range(args.repeats):
+                for engine in args.engines:
+                    result = measure(engine, source, Path(tmp))
+                    runs.append(
+                        {"engine": engine, "rows": size, "round": round_, **result}
+                    )
+                    sys.stdout.write(
+                        f"{engine:<10}{size:>10}{result['wall_s']:>9.1f} s"
+                        f"{size / result['wall_s']:>10.0f} rows/s"
+                        f"{result['cpu_s'] / result['wall_s']:>6.2f} cores"
+                        f"{result['peak_rss_mb']:>9.0f} MB"
+                        f"   (load {result['load_1min_before']:.1f})\n"
+                    )
+                    sys.stdout.flush()
+    rows = summarize(runs)
+    goals = targets(runs, rows)
+    sys.stdout.write(json.dumps(goals, indent=2) + "\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     versions = {}
@@ -232,7 +342,10 @@ def main() -> int:
                 "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                 "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
                 "versions": versions,
+                "base": {"path": str(base), "rows": len(pd.read_parquet(base))},
+                "targets": goals,
                 "rows": rows,
+                "runs": runs,
             },
             indent=2,
         )

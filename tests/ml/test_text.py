@@ -5,6 +5,8 @@ import pytest
 
 from distillery.ml.text import (
     assign_split,
+    encode_partition,
+    load_encoder,
     mark_duplicates_partition,
     normalize_partition,
     normalize_text,
@@ -82,3 +84,33 @@ def test_tokenize_rejects_labels_outside_the_vocabulary() -> None:
     frame = pd.DataFrame({"text": ["x"], "label": ["zz"], "source_row": [0]})
     with pytest.raises(ValueError, match="zz"):
         tokenize_partition(frame, "builtin", 16, {"a": 0})
+
+
+def test_encoder_gives_what_the_transformers_tokenizer_call_gives() -> None:
+    import pickle  # noqa: PLC0415
+
+    from distillery.ml.modeling import load_tokenizer  # noqa: PLC0415
+
+    texts = ["hello world", "", "[CLS] not special [SEP]", "long text " * 40, "é😀"]
+    frame = pd.DataFrame(
+        {"text": texts, "label": ["a"] * 5, "source_row": range(5)}
+    ).astype({"text": "string"})
+    expected = load_tokenizer("builtin")(texts, truncation=True, max_length=16)
+    # Chunks of 2 rows: the chunk boundaries must not show in the output; the pickled
+    # copy is what Dask workers receive.
+    encoder = pickle.loads(pickle.dumps(load_encoder("builtin", 16)))
+
+    out = encode_partition(frame, encoder, {"a": 0}, chunk_rows=2)
+
+    assert [ids.tolist() for ids in out["input_ids"]] == expected["input_ids"]
+    assert [m.tolist() for m in out["attention_mask"]] == expected["attention_mask"]
+    assert out["input_ids"].map(lambda ids: ids.dtype).eq("int32").all()
+    assert out["attention_mask"].map(lambda m: m.dtype).eq("int8").all()
+
+
+def test_encode_partition_rejects_labels_outside_the_vocabulary() -> None:
+    frame = pd.DataFrame(
+        {"text": ["x", "y"], "label": ["a", "zz"], "source_row": [0, 1]}
+    )
+    with pytest.raises(ValueError, match="zz"):
+        encode_partition(frame, load_encoder("builtin", 16), {"a": 0})

@@ -8,7 +8,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from distillery.pipelines.preprocess import create_pipeline
-from distillery.pipelines.preprocess.nodes import PreprocessOptions
+from distillery.pipelines.preprocess.nodes import PreprocessOptions, normalize_texts
 
 PARAMS = {
     "seed": 3,
@@ -96,6 +96,23 @@ def test_splits_are_stable_when_the_corpus_grows() -> None:
 
     before, after = split_of(small), split_of(grown)
     assert all(after[row] == split for row, split in before.items())
+
+
+def test_a_larger_input_gets_more_partitions_and_the_same_rows() -> None:
+    # One partition per input partition (Parquet row group) once there are more than
+    # `npartitions`: a partition's memory stays bounded as the corpus grows.
+    options = PARAMS | {"npartitions": 2}
+    few = normalize_texts(dd.from_pandas(_validated(), npartitions=1), options)
+    many = normalize_texts(dd.from_pandas(_validated(), npartitions=6), options)
+
+    assert (few.npartitions, many.npartitions) == (2, 6)
+    with dask.config.set(scheduler="synchronous"):
+        rows = [
+            f.compute().sort_values("source_row").reset_index(drop=True)
+            for f in (few, many)
+        ]
+    pd.testing.assert_frame_equal(rows[0], rows[1])
+    assert rows[1]["is_duplicate"].sum() == 1
 
 
 def test_bad_split_fractions_are_rejected() -> None:

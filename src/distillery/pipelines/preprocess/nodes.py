@@ -16,10 +16,11 @@ from distillery.ml.options import options_from_params
 from distillery.ml.text import (
     SPLITS,
     empty_tokenized_frame,
+    encode_partition,
+    load_encoder,
     mark_duplicates_partition,
     normalize_partition,
     split_fractions,
-    tokenize_partition,
 )
 from distillery.tracking import as_metrics, metric_key
 
@@ -75,11 +76,14 @@ def normalize_texts(
 
     Copies of a text are brought together by a shuffle on its hash; the first (lowest
     ``source_row``) is kept and the others are flagged, not deleted, so they can be
-    counted and inspected.
+    counted and inspected. There are ``npartitions`` partitions, or one per input
+    partition (Parquet row group) when the input has more: a partition's rows, and so
+    a task's memory, stay bounded however large the corpus grows.
     """
     options = PreprocessOptions.from_params(preprocess)
+    npartitions = max(options.npartitions, validated_texts.npartitions)
     frame = validated_texts[["text", "label", "source_row"]].repartition(
-        npartitions=options.npartitions
+        npartitions=npartitions
     )
     meta = normalize_partition(frame._meta, options.seed, options.fractions, "", "")
     normalized = frame.map_partitions(
@@ -90,14 +94,16 @@ def normalize_texts(
         options.url_token,
         meta=meta,
     )
-    shuffled = normalized.shuffle(on="text_hash", npartitions=options.npartitions)
+    shuffled = normalized.shuffle(on="text_hash", npartitions=npartitions)
     marked_meta = mark_duplicates_partition(meta)
     return shuffled.map_partitions(mark_duplicates_partition, meta=marked_meta)
 
 
 def build_label_vocab(normalized_texts: dd.DataFrame) -> dict[str, Any]:
     """Sorted label list; a label's id is its position."""
-    labels = sorted(str(x) for x in normalized_texts["label"].unique().compute())
+    # A tree reduction: a handful of labels need no shuffle.
+    unique = normalized_texts["label"].unique(split_out=1)
+    labels = sorted(str(x) for x in unique.compute())
     logger.info("Label vocabulary: %s", labels)
     return {"labels": labels}
 
@@ -116,15 +122,18 @@ def tokenize_splits(
     """
     options = PreprocessOptions.from_params(preprocess)
     label_to_id = {label: i for i, label in enumerate(label_vocab["labels"])}
+    # The tokenizer is loaded here and travels in the graph as one shared piece of
+    # data: workers then import neither transformers nor torch (~2 s and ~220 MB
+    # each) and need no copy of the model files.
+    encoder = dask.delayed(load_encoder(options.tokenizer, options.max_length))
     kept = normalized_texts[~normalized_texts["is_duplicate"]]
     outputs = []
     for split in SPLITS:
         rows = kept[kept["split"] == split]
         outputs.append(
             rows.map_partitions(
-                tokenize_partition,
-                options.tokenizer,
-                options.max_length,
+                encode_partition,
+                encoder,
                 label_to_id,
                 meta=empty_tokenized_frame(),
             )
