@@ -48,7 +48,7 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 	test -d data/06_models/teacher || $(BIN)/kedro run
 	$(BIN)/python benchmarks/model_compression.py
 	$(BIN)/python benchmarks/training_overhead.py
-	$(BIN)/python benchmarks/preprocessing.py
+	$(BIN)/python benchmarks/preprocessing.py --repeats 3
 	$(BIN)/python benchmarks/end_to_end.py --clean
 
 viz: setup  ## kedro-viz on http://127.0.0.1:4141
