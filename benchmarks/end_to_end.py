@@ -15,9 +15,7 @@ environments).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -25,6 +23,7 @@ import time
 from pathlib import Path
 
 import mlflow
+from _results import write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
@@ -74,22 +73,16 @@ def main() -> int:
     lines.append(f"{'command':<12}{wall:>10.1f}   (target <= {TARGET_S:.0f} s)")
     sys.stdout.write("\n".join(lines) + "\n")
     name = "end_to_end.json" if args.env is None else f"end_to_end-{args.env}.json"
-    out = ROOT / "benchmarks" / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python", *sys.argv]),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "mlflow_run_id": run.info.run_id,
-                "stages": rows,
-                "nodes_total_s": run.data.metrics.get("wall_s.total"),
-                "command_wall_s": wall,
-                "target_s": TARGET_S,
-            },
-            indent=2,
-        )
+    write_results(
+        ROOT / "benchmarks" / "results" / name,
+        ("kedro", "kedro-mlflow", "mlflow", "dask", "torch", "transformers"),
+        {
+            "mlflow_run_id": run.info.run_id,
+            "stages": rows,
+            "nodes_total_s": run.data.metrics.get("wall_s.total"),
+            "command_wall_s": wall,
+            "target_s": TARGET_S,
+        },
     )
     return 0
 

@@ -23,18 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import torch
+from _results import write_results
 
 from distillery.datasets import (
     BaselineDataset,
@@ -193,27 +190,16 @@ def main() -> int:
             f"{row['throughput_per_s']:>8.0f}"
         )
     sys.stdout.write("\n".join(lines) + "\n")
-    result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
+    write_results(
+        args.out,
+        ("torch", "onnxruntime", "transformers", "scikit-learn"),
+        {
+            "settings": vars(args),
+            "targets": TARGETS,
+            "test_rows": len(texts),
+            "rows": rows,
         },
-        "versions": {
-            p: metadata.version(p)
-            for p in ("torch", "onnxruntime", "transformers", "scikit-learn")
-        },
-        "settings": vars(args),
-        "targets": TARGETS,
-        "test_rows": len(texts),
-        "rows": rows,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    )
     return 0
 
 

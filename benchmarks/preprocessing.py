@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -31,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
@@ -327,28 +325,19 @@ def main() -> int:
     rows = summarize(runs)
     goals = targets(runs, rows)
     sys.stdout.write(json.dumps(goals, indent=2) + "\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    versions = {}
-    for package in ("dask", "distributed", "pandas", "tokenizers", "datasets"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python", *sys.argv]),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "versions": versions,
-                "base": {"path": str(base), "rows": len(pd.read_parquet(base))},
-                "targets": goals,
-                "rows": rows,
-                "runs": runs,
-            },
-            indent=2,
-        )
+    # Imported here: the engines run this file through runpy in subprocesses whose
+    # sys.path lacks benchmarks/; only main() needs the helper.
+    from _results import write_results  # noqa: PLC0415
+
+    write_results(
+        args.out,
+        ("dask", "distributed", "pandas", "tokenizers", "datasets"),
+        {
+            "base": {"path": str(base), "rows": len(pd.read_parquet(base))},
+            "targets": goals,
+            "rows": rows,
+            "runs": runs,
+        },
     )
     return 0
 

@@ -14,19 +14,16 @@ Prints a table and writes ``benchmarks/results/training_overhead.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 import torch
+from _results import write_results
 
 from distillery.ml.data import (
     BucketedDistributedBatchSampler,
@@ -144,25 +141,14 @@ def main() -> int:
             f"{row['vs_bare_median']:>12.2f}x ({row['vs_bare_min']:.2f}-{row['vs_bare_max']:.2f})"
         )
     sys.stdout.write("\n".join(lines) + "\n")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "command": " ".join(["python", *sys.argv]),
-                "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                },
-                "versions": {p: metadata.version(p) for p in ("torch", "transformers")},
-                "settings": vars(args) | {"batch": BATCH},
-                "target": "stage loop >= 0.95 x bare loop",
-                "rows": rows,
-            },
-            indent=2,
-        )
+    write_results(
+        args.out,
+        ("torch", "transformers"),
+        {
+            "settings": vars(args) | {"batch": BATCH},
+            "target": "stage loop >= 0.95 x bare loop",
+            "rows": rows,
+        },
     )
     return 0
 

@@ -1,0 +1,56 @@
+"""What every benchmark's JSON starts with, and where it is written.
+
+``write_results`` puts the command, the date, the machine and the versions of the
+packages that matter to that benchmark before its own results, so that any number in
+``benchmarks/results/`` can be traced to how and where it was made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_results(
+    out: str | Path, packages: Iterable[str], results: Mapping[str, Any]
+) -> Path:
+    """Write ``results`` as JSON to ``out``, after the run's provenance.
+
+    Args:
+        out: The JSON file (its folder is created).
+        packages: Distributions whose versions are recorded (None if not installed).
+        results: The benchmark's own keys (settings, targets, rows, ...).
+
+    Returns:
+        The path written.
+    """
+    payload = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "versions": {p: _version(p) for p in packages},
+        **results,
+    }
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path
