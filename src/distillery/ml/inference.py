@@ -25,6 +25,7 @@ import torch
 from tokenizers import Tokenizer
 
 from distillery.ml.modeling import TextClassifier
+from distillery.ml.text import truncating_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +91,11 @@ class TextEncoder:
         pad_id = backend.token_to_id(pad_token)
         if pad_id is None:
             raise ValueError(f"tokenizer has no pad token {pad_token!r}")
-        self._backend = copy.deepcopy(backend)
-        self._backend.enable_truncation(max_length=max_length)
+        # Truncated exactly as the training data was (distillery.ml.text).
+        self._unpadded = truncating_encoder(tokenizer, max_length)
+        self._backend = copy.deepcopy(self._unpadded)
         # No fixed length: tokenizer.json files often pin padding to max_length.
         self._backend.enable_padding(pad_id=pad_id, pad_token=pad_token)
-        self._unpadded = copy.deepcopy(self._backend)
-        self._unpadded.no_padding()
         self.max_length = max_length
         self.normalize = normalize
 

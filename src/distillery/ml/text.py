@@ -10,7 +10,7 @@ import copy
 import hashlib
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -117,26 +117,38 @@ def _tokenizer(model_name_or_path: str):  # noqa: ANN202 - transformers fast tok
     return load_tokenizer(model_name_or_path)
 
 
-@lru_cache(maxsize=4)
-def load_encoder(model_name_or_path: str, max_length: int) -> Tokenizer:
-    """The teacher's Rust tokenizer set up as ``tokenizer(texts, truncation=True,
-    max_length=max_length)`` sets it: truncation longest-first on the tokenizer's side,
-    no padding, special tokens added.
+def truncating_encoder(tokenizer: Any, max_length: int) -> Tokenizer:
+    """A copy of a Rust tokenizer set up as ``tokenizer(texts, truncation=True,
+    max_length=max_length)`` sets it: truncation longest-first (on the tokenizer's
+    ``truncation_side``), no padding, special tokens added.
 
-    It is a plain ``tokenizers.Tokenizer``: it pickles (~0.5 MB), so a Dask graph can
-    carry it to workers that then need neither transformers nor torch.
+    Args:
+        tokenizer: A transformers fast tokenizer (its ``backend_tokenizer`` is used)
+            or a ``tokenizers.Tokenizer``; it is copied, never reconfigured in place.
+        max_length: Maximum number of tokens, special tokens included.
     """
-    tokenizer = _tokenizer(model_name_or_path)
-    encoder = copy.deepcopy(tokenizer.backend_tokenizer)
+    encoder = copy.deepcopy(getattr(tokenizer, "backend_tokenizer", tokenizer))
     encoder.no_padding()
     encoder.enable_truncation(
         max_length,
         stride=0,
         strategy="longest_first",
-        direction=tokenizer.truncation_side,
+        direction=getattr(tokenizer, "truncation_side", "right"),
     )
-    encoder.encode_special_tokens = bool(tokenizer.split_special_tokens)
+    encoder.encode_special_tokens = bool(
+        getattr(tokenizer, "split_special_tokens", False)
+    )
     return encoder
+
+
+@lru_cache(maxsize=4)
+def load_encoder(model_name_or_path: str, max_length: int) -> Tokenizer:
+    """The teacher's Rust tokenizer as :func:`truncating_encoder` sets it up.
+
+    It is a plain ``tokenizers.Tokenizer``: it pickles (~0.5 MB), so a Dask graph can
+    carry it to workers that then need neither transformers nor torch.
+    """
+    return truncating_encoder(_tokenizer(model_name_or_path), max_length)
 
 
 def encode_partition(
