@@ -116,7 +116,6 @@ def promote_if_better(  # noqa: PLR0913 - the registry entry plus the test split
         ``{"promoted", "reason", "alias", "champion": {"version", "accuracy",
         "macro_f1"} | None, "challenger": {...}, "min_improvement", "test_rows"}``.
     """
-    client = MlflowClient()
     challenger = {
         "version": int(challenger_version),
         **score_registered(
@@ -144,14 +143,12 @@ def promote_if_better(  # noqa: PLR0913 - the registry entry plus the test split
             f"{champion['macro_f1']:.4f} (gain {gain:+.4f}, needed > {min_improvement})"
         )
     if promoted:
-        client.set_registered_model_alias(name, alias, str(challenger["version"]))
-    logger.info(
-        "%s %s version %s: %s",
-        "Promoted" if promoted else "Kept",
-        f"{name}@{alias} ->" if promoted else f"{name}@{alias} at",
-        challenger["version"] if promoted else (champion or {}).get("version"),
-        reason,
-    )
+        MlflowClient().set_registered_model_alias(
+            name, alias, str(challenger["version"])
+        )
+    # Not promoted means there is a champion, and it stays.
+    now = challenger if promoted else champion
+    logger.info("%s@%s -> version %s (%s)", name, alias, now["version"], reason)
     return {
         "promoted": promoted,
         "reason": reason,
