@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 from sklearn.pipeline import Pipeline
 
 from distillery.ml.baseline import (
     ARRAYS_FILE,
     META_FILE,
+    BaselineGrid,
     BaselinePredictor,
     fit_baseline,
     load_baseline,
@@ -46,9 +48,38 @@ def corpus() -> tuple[list[str], list[str]]:
     return make_corpus(90, seed=0)
 
 
+GRID = BaselineGrid(word_ngrams=[[1, 2], None], char_ngrams=[[2, 4], None], C=[0.01, 4])
+
+
 @pytest.fixture(scope="module")
-def pipeline(corpus) -> Pipeline:
-    return fit_baseline(*corpus, seed=0)
+def fitted(corpus) -> tuple[Pipeline, list[dict]]:
+    return fit_baseline(*corpus, *make_corpus(30, seed=5), grid=GRID, seed=0)
+
+
+@pytest.fixture(scope="module")
+def pipeline(fitted) -> Pipeline:
+    return fitted[0]
+
+
+def test_every_setting_is_scored_on_validation_and_the_best_kept(fitted) -> None:
+    pipeline, tried = fitted
+    # (words, chars), (words only), (chars only) x 2 values of C; (None, None) skipped.
+    assert len(tried) == 6
+    assert {(str(r["word_ngrams"]), str(r["char_ngrams"])) for r in tried} == {
+        ("[1, 2]", "[2, 4]"),
+        ("[1, 2]", "None"),
+        ("None", "[2, 4]"),
+    }
+    best = max(tried, key=lambda r: r["val_macro_f1"])
+    assert pipeline.named_steps["clf"].C == best["C"]
+    names = [n for n, _ in pipeline.named_steps["features"].transformer_list]
+    assert names == [k for k in ("word", "char") if best[f"{k}_ngrams"]]
+    # The kept pipeline is the one that scored best on the validation texts.
+    val_texts, val_labels = make_corpus(30, seed=5)
+    assert best["val_macro_f1"] == f1_score(
+        val_labels, pipeline.predict(val_texts), average="macro"
+    )
+    assert best["val_macro_f1"] > 0.9
 
 
 def test_baseline_learns_a_separable_corpus(pipeline: Pipeline) -> None:
@@ -62,10 +93,14 @@ def test_baseline_learns_a_separable_corpus(pipeline: Pipeline) -> None:
     assert predict_labels(predictor, texts) == labels
 
 
-def test_baseline_uses_word_bigrams_and_min_df(pipeline: Pipeline) -> None:
-    vocabulary = pipeline.named_steps["tfidf"].vocabulary_
-    assert any(" " in term for term in vocabulary)  # bigrams
-    assert all(len(term) > 1 for term in vocabulary)  # default token pattern
+def test_word_and_char_ngrams_with_min_df(corpus) -> None:
+    grid = BaselineGrid(word_ngrams=[[1, 2]], char_ngrams=[[2, 4]], C=[4])
+    pipeline, _ = fit_baseline(*corpus, *make_corpus(9, seed=6), grid=grid, seed=0)
+    word, char = (v for _, v in pipeline.named_steps["features"].transformer_list)
+    assert any(" " in term for term in word.vocabulary_)  # word bigrams
+    assert all(len(term) > 1 for term in word.vocabulary_)  # default token pattern
+    assert char.analyzer == "char_wb"
+    assert {len(t) for t in char.vocabulary_} == {2, 3, 4}
 
 
 def test_save_load_round_trip_gives_identical_predictions(
@@ -93,7 +128,8 @@ def test_saved_arrays_load_without_pickle(pipeline: Pipeline, tmp_path: Path) ->
 def test_load_rejects_inconsistent_files(pipeline: Pipeline, tmp_path: Path) -> None:
     save_baseline(pipeline, tmp_path)
     meta = json.loads((tmp_path / META_FILE).read_text())
-    (tmp_path / META_FILE).write_text(json.dumps(meta | {"terms": meta["terms"][:-1]}))
+    cut = [v | {"terms": v["terms"][:-1]} for v in meta["vectorizers"]]
+    (tmp_path / META_FILE).write_text(json.dumps(meta | {"vectorizers": cut}))
     with pytest.raises(ValueError, match="vocabulary"):
         load_baseline(tmp_path)
     (tmp_path / META_FILE).write_text(json.dumps(meta | {"format_version": 99}))
@@ -111,11 +147,28 @@ def test_normalize_and_empty_input(pipeline: Pipeline) -> None:
 
 
 @pytest.mark.parametrize(
-    ("texts", "labels", "message"),
-    [(["a b", "c d"], ["x"], "labels"), (["a b", "c d"], ["x", "x"], "two classes")],
+    ("texts", "labels", "val", "message"),
+    [
+        (["a b", "c d"], ["x"], ["a"], "labels"),
+        (["a b", "c d"], ["x", "x"], ["a"], "two classes"),
+        (["a b", "c d"], ["x", "y"], [], "validation"),
+    ],
 )
 def test_fit_rejects_bad_input(
-    texts: list[str], labels: list[str], message: str
+    texts: list[str], labels: list[str], val: list[str], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        fit_baseline(texts, labels, seed=0)
+        fit_baseline(texts, labels, val, ["x"] * len(val), seed=0)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"C": [0]},
+        {"word_ngrams": [[2, 1]]},
+        {"word_ngrams": [None], "char_ngrams": [None]},
+    ],
+)
+def test_grid_rejects_nonsense(values: dict) -> None:
+    with pytest.raises(ValueError, match="baseline"):
+        BaselineGrid.from_dict(values)

@@ -228,7 +228,8 @@ def _corpus(n: int, seed: int) -> tuple[list[str], list[str]]:
 def test_real_baseline_goes_through_the_same_path() -> None:
     train_texts, train_labels = _corpus(60, seed=0)
     test_texts, test_labels = _corpus(30, seed=1)
-    predictor = BaselinePredictor(fit_baseline(train_texts, train_labels, seed=0))
+    pipeline, _ = fit_baseline(train_texts, train_labels, test_texts, test_labels)
+    predictor = BaselinePredictor(pipeline)
     vocab = ["positive", "neutral", "negative"]  # not sklearn's alphabetical order
 
     evaluation = evaluate_predictor(

@@ -10,6 +10,7 @@ from distillery.ml.reporting import (
     comparison_table_markdown,
     confusion_matrices_figure,
     model_card_markdown,
+    pareto_frontier,
     tradeoff_figure,
 )
 
@@ -127,19 +128,39 @@ def test_confusion_figure_rejects_a_mismatched_label_list(evaluations) -> None:
         confusion_matrices_figure(evaluations, LABELS[:2])
 
 
-def test_tradeoff_figure_labels_each_point_on_log_axes(evaluations) -> None:
+def test_tradeoff_figure_plots_f1_against_log_latency_with_the_frontier(
+    evaluations,
+) -> None:
     fig = tradeoff_figure(evaluations, "teacher")
-    assert len(fig.axes) == 2  # scatter + macro-F1 colour bar
     ax = fig.axes[0]
-    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
-    assert [t.get_text().splitlines()[0] for t in ax.texts] == [
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "linear")
+    assert [t.get_text().split(" (")[0] for t in ax.texts] == [
         e.name for e in evaluations
     ]
-    offsets = ax.collections[0].get_offsets()
-    assert offsets[1].tolist() == pytest.approx([90.0, 10.0])  # teacher: MB, ms
-    assert ax.collections[0].get_array().tolist() == pytest.approx(
-        [e.macro_f1 for e in evaluations]
-    )
+    points = [c.get_offsets()[0].tolist() for c in ax.collections]
+    assert points[1] == pytest.approx([10.0, 0.80])  # teacher: ms, macro-F1
+    (frontier,) = ax.get_lines()
+    # baseline (0.5 ms) -> student-onnx (1.0) -> student (2.5) -> teacher-int8 (6.0)
+    # -> teacher (10.0): each faster model is worse, so all five are on it.
+    assert frontier.get_xdata().tolist() == [0.5, 1.0, 2.5, 6.0, 10.0]
+
+
+def test_pareto_frontier_drops_what_another_beats_on_both_axes(evaluations) -> None:
+    slow_and_worse = _evaluation("bad", "student", "torch-fp32", 0.7, 10**7, 3.0, 9.0)
+    frontier = pareto_frontier([*evaluations, slow_and_worse])
+    assert [e.name for e in frontier] == [
+        "baseline",
+        "student-onnx",
+        "student",
+        "teacher-int8",
+        "teacher",
+    ]
+
+
+def test_comparison_table_adds_columns_per_secondary_reference(evaluations) -> None:
+    rows = _rows(comparison_table_markdown(evaluations, "teacher", ["teacher-int8"]))
+    # student-onnx vs teacher-int8: 30 / 5 MB smaller, 6.0 / 1.0 ms faster.
+    assert rows["student-onnx"][-2:] == ["6.00x", "6.00x"]
 
 
 def _card(evaluations, registry=None) -> str:

@@ -37,7 +37,7 @@ def _run(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     raw, manifest = read_corpus(params)
     frame, _ = standardize_corpus(raw, manifest, params)
-    clean, quarantined, _, summary, _ = validate_corpus(
+    clean, quarantined, _, _, summary, _ = validate_corpus(
         frame, manifest, validate or VALIDATE, params
     )
     assert len(clean) + len(quarantined) == len(frame) == summary["counts"]["rows_in"]
@@ -75,13 +75,21 @@ def test_empty_whitespace_and_nan_text_are_quarantined(tmp_path: Path) -> None:
     assert sorted(quarantined["reason"]) == ["blank_text", "blank_text", "missing_text"]
 
 
-def test_invalid_utf8_is_quarantined_not_lost(tmp_path: Path) -> None:
+def test_invalid_utf8_is_repaired_or_quarantined_not_lost(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     body = "".join(f"{t},{y}\n" for t, y in GOOD).encode()
-    path.write_bytes(b"text,label\n" + body + b"broken \xff\xfe bytes,pos\n")
-    _, quarantined = _run(_ingest(path))
+    path.write_bytes(
+        b"text,label\n"
+        + body
+        + b"broken \xff\xfe bytes,pos\n"
+        + b"I can\xe2\x80t believe the crew was this kind,pos\n"
+    )
+    clean, quarantined = _run(_ingest(path))
+    # Two words left: unreadable, quarantined. A readable rest: repaired and kept.
     assert quarantined["reason"].tolist() == ["undecodable_text"]
     assert quarantined["source_row"].tolist() == [len(GOOD)]
+    kept = clean.set_index("source_row").loc[len(GOOD) + 1, "text"]
+    assert kept == "I can't believe the crew was this kind"
 
 
 def test_a_one_megabyte_text_is_quarantined(tmp_path: Path) -> None:

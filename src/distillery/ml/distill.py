@@ -25,25 +25,42 @@ logger = logging.getLogger(__name__)
 
 @torch.no_grad()
 def compute_logits(
-    model: TextClassifier, frame: pd.DataFrame, batch_size: int = 128
+    model: TextClassifier | Any, frame: pd.DataFrame, batch_size: int = 128
 ) -> np.ndarray:
     """Logits for every row of a tokenised frame, in the frame's order.
 
     Rows are batched by length (sorted), so padding is minimal: on tweets this is
     several times faster than batching in random order.
 
+    Args:
+        model: A ``TextClassifier``, or a predictor with ``logits(batch)`` and
+            ``labels`` (e.g. :class:`~distillery.ml.inference.OnnxPredictor`).
+        frame: Rows with ``input_ids`` and ``attention_mask``.
+        batch_size: Rows per forward pass.
+
     Returns:
         ``(N, C)`` float32 logits.
     """
-    model = model.eval()
+    if isinstance(model, torch.nn.Module):
+        model = model.eval()
+
+        def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            return model(batch["input_ids"], batch["attention_mask"]).float().numpy()
+
+    else:
+
+        def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            return model.logits(
+                {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
+            )
+
     dataset = TokenDataset(frame)
     order = np.argsort(dataset.lengths, kind="stable")
     collate = PadCollator()
-    out = np.empty((len(dataset), model.num_labels), dtype=np.float32)
+    out = np.empty((len(dataset), len(model.labels)), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = collate([dataset[int(i)] for i in rows])
-        out[rows] = model(batch["input_ids"], batch["attention_mask"]).float().numpy()
+        out[rows] = forward(collate([dataset[int(i)] for i in rows]))
     return out
 
 

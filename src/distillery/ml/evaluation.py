@@ -313,12 +313,21 @@ def evaluate_predictor(  # noqa: PLR0917 - the agreed call shape: what, then dat
     return evaluation
 
 
-def ratios(candidate: ModelEvaluation, reference: ModelEvaluation) -> dict[str, float]:
+def ratios(
+    candidate: ModelEvaluation,
+    reference: ModelEvaluation,
+    *,
+    f1: float | None = None,
+    reference_f1: float | None = None,
+) -> dict[str, float]:
     """How a candidate compares with a reference; above 1 favours the candidate.
 
     Args:
         candidate: The compressed model.
         reference: What it replaces (usually the fp32 teacher).
+        f1: The candidate's macro-F1 to use instead of its (test) evaluation's, e.g.
+            its validation score when choosing.
+        reference_f1: Likewise for the reference.
 
     Returns:
         ``f1_retained`` (candidate / reference macro-F1), ``size_ratio`` (reference
@@ -328,10 +337,12 @@ def ratios(candidate: ModelEvaluation, reference: ModelEvaluation) -> dict[str, 
     Raises:
         ValueError: If the reference's macro-F1 is 0.
     """
-    if reference.macro_f1 <= 0:
+    f1 = candidate.macro_f1 if f1 is None else f1
+    reference_f1 = reference.macro_f1 if reference_f1 is None else reference_f1
+    if reference_f1 <= 0:
         raise ValueError(f"reference {reference.name} has macro-F1 0; nothing to keep")
     return {
-        "f1_retained": candidate.macro_f1 / reference.macro_f1,
+        "f1_retained": f1 / reference_f1,
         "size_ratio": reference.size_bytes / candidate.size_bytes,
         "latency_ratio": reference.latency_p50_ms / candidate.latency_p50_ms,
         "throughput_ratio": candidate.throughput_per_s / reference.throughput_per_s,
@@ -377,7 +388,10 @@ _GATE_CHECKS = (  # (ratio key, Gates attribute, digits shown)
 
 
 def check_gates(
-    candidate: ModelEvaluation, reference: ModelEvaluation, gates: Gates
+    candidate: ModelEvaluation,
+    reference: ModelEvaluation,
+    gates: Gates,
+    **f1s: float | None,
 ) -> list[str]:
     """The gates a candidate misses, each with its numbers.
 
@@ -385,12 +399,13 @@ def check_gates(
         candidate: The compressed model.
         reference: What it replaces.
         gates: The thresholds.
+        **f1s: ``f1`` and ``reference_f1`` overrides, as :func:`ratios` takes them.
 
     Returns:
         One entry per missed gate, e.g. ``"f1_retained 0.962 < 0.970"``; empty if
         the candidate passes.
     """
-    values = ratios(candidate, reference)
+    values = ratios(candidate, reference, **f1s)
     missed = []
     for key, attribute, digits in _GATE_CHECKS:
         threshold = getattr(gates, attribute)
@@ -409,7 +424,11 @@ def _plain_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def select_best(
-    candidates: list[ModelEvaluation], reference: ModelEvaluation, gates: Gates
+    candidates: list[ModelEvaluation],
+    reference: ModelEvaluation,
+    gates: Gates,
+    val_f1: Mapping[str, float] | None = None,
+    reference_val_f1: float | None = None,
 ) -> ModelEvaluation:
     """The passing candidate with the highest macro-F1 (ties: the smaller one).
 
@@ -417,6 +436,10 @@ def select_best(
         candidates: Evaluations to choose from.
         reference: What the chosen model replaces.
         gates: The thresholds.
+        val_f1: Validation macro-F1 by candidate name. When given, the choice and the
+            F1 gate use it (with ``reference_val_f1``) instead of the evaluations'
+            test scores, which are then only reported.
+        reference_val_f1: The reference's validation macro-F1.
 
     Returns:
         The chosen candidate.
@@ -428,21 +451,35 @@ def select_best(
     """
     if not candidates:
         raise ValueError("select_best needs at least one candidate")
-    missed = {c.name: check_gates(c, reference, gates) for c in candidates}
+    if (val_f1 is None) != (reference_val_f1 is None):
+        raise ValueError("give val_f1 and reference_val_f1 together")
+
+    def f1s(c: ModelEvaluation) -> dict[str, float | None]:
+        if val_f1 is None:
+            return {}
+        if c.name not in val_f1:
+            raise ValueError(f"no validation macro-F1 for candidate {c.name}")
+        return {"f1": val_f1[c.name], "reference_f1": reference_val_f1}
+
+    def score(c: ModelEvaluation) -> float:
+        return c.macro_f1 if val_f1 is None else val_f1[c.name]
+
+    missed = {c.name: check_gates(c, reference, gates, **f1s(c)) for c in candidates}
     passing = [c for c in candidates if not missed[c.name]]
     if passing:
-        best = max(passing, key=lambda c: (c.macro_f1, -c.size_bytes))
+        best = max(passing, key=lambda c: (score(c), -c.size_bytes))
         logger.info(
-            "Selected %s (%s): macro-F1 %.4f, %s",
+            "Selected %s (%s): %s macro-F1 %.4f, %s",
             best.name,
             best.form,
-            best.macro_f1,
-            {k: round(v, 3) for k, v in ratios(best, reference).items()},
+            "test" if val_f1 is None else "validation",
+            score(best),
+            {k: round(v, 3) for k, v in ratios(best, reference, **f1s(best)).items()},
         )
         return best
     rows = []
     for c in candidates:
-        values = ratios(c, reference)
+        values = ratios(c, reference, **f1s(c))
         rows.append(
             [
                 c.name,

@@ -256,6 +256,29 @@ def quantize_onnx(
     return sizes
 
 
+def optimize_onnx(src: str | Path, dst: str | Path) -> Path:
+    """Write ``src`` with ONNX Runtime's transformer fusions applied (fp32 still).
+
+    This is the graph-optimised fp32 model a user deploys with ONNX Runtime; the
+    metadata of :func:`export_onnx` is kept.
+
+    Args:
+        src: ONNX file written by :func:`export_onnx`.
+        dst: Output file; parent folders are created.
+
+    Returns:
+        ``dst`` as a ``Path``.
+    """
+    src, dst = Path(src), Path(dst)
+    metadata = read_metadata(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _optimize_graph(src, dst, metadata)
+    graph = onnx.load(str(dst))
+    _set_metadata(graph, metadata)
+    onnx.save(graph, str(dst))
+    return dst
+
+
 def _optimize_graph(src: Path, dst: Path, metadata: Mapping[str, str]) -> Path:
     """Fuse transformer subgraphs with ONNX Runtime, keeping the file self-contained."""
     import onnxruntime as ort  # noqa: PLC0415

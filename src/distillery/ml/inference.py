@@ -142,7 +142,9 @@ class _BatchedPredictor:
         """Class names, in column order."""
         return self._labels
 
-    def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """``(B, C)`` float32 logits of a tokenised batch (``input_ids``,
+        ``attention_mask``: int64 ``(B, T)``)."""
         raise NotImplementedError
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -158,13 +160,13 @@ class _BatchedPredictor:
         out = np.empty((len(texts), len(self._labels)), dtype=np.float32)
         if len(texts) <= self.batch_size:
             if texts:
-                out[:] = softmax(self._logits(self.encoder(texts)))
+                out[:] = softmax(self.logits(self.encoder(texts)))
             return out
         order = np.argsort(self.encoder.lengths(texts), kind="stable")
         for start in range(0, len(texts), self.batch_size):
             idx = order[start : start + self.batch_size]
             batch = self.encoder([texts[i] for i in idx])
-            out[idx] = softmax(self._logits(batch))
+            out[idx] = softmax(self.logits(batch))
         return out
 
 
@@ -198,7 +200,7 @@ class TorchPredictor(_BatchedPredictor):
         self.device = next(model.parameters()).device
         self.num_threads = num_threads
 
-    def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         if self.num_threads is not None and torch.get_num_threads() != self.num_threads:
             torch.set_num_threads(self.num_threads)
         with torch.inference_mode():
@@ -262,7 +264,7 @@ class OnnxPredictor(_BatchedPredictor):
         self.num_threads = num_threads
         logger.info("Loaded ONNX predictor %s (%d threads)", onnx_path, num_threads)
 
-    def _logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+    def logits(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         (logits,) = self.session.run(["logits"], batch)  # (B, C)
         return logits
 

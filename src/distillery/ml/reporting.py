@@ -62,7 +62,9 @@ def _times(value: float) -> str:
 
 
 def comparison_table_markdown(
-    evaluations: Sequence[ModelEvaluation], reference_name: str
+    evaluations: Sequence[ModelEvaluation],
+    reference_name: str,
+    secondary_names: Sequence[str] = (),
 ) -> str:
     """One markdown row per evaluation, in the order given.
 
@@ -74,6 +76,8 @@ def comparison_table_markdown(
     Args:
         evaluations: The evaluations, reference included.
         reference_name: Name of the evaluation the ratios are relative to.
+        secondary_names: Further references; each adds "smaller" and "faster"
+            columns (reference / candidate size and p50 latency).
 
     Returns:
         The table (header, separator, one line per evaluation).
@@ -82,6 +86,7 @@ def comparison_table_markdown(
         ValueError: If no evaluation is called ``reference_name``.
     """
     reference = _find(evaluations, reference_name)
+    secondary = [_find(evaluations, name) for name in secondary_names]
     header = [
         "model",
         "form",
@@ -95,9 +100,15 @@ def comparison_table_markdown(
         "latency ratio",
         "throughput (/s)",
     ]
+    for other in secondary:
+        header += [f"smaller vs {other.name}", f"faster vs {other.name}"]
     rows = []
     for e in evaluations:
         r = ratios(e, reference)
+        extra = []
+        for other in secondary:
+            o = ratios(e, other)
+            extra += [_times(o["size_ratio"]), _times(o["latency_ratio"])]
         rows.append(
             [
                 e.name,
@@ -111,6 +122,7 @@ def comparison_table_markdown(
                 f"{e.latency_p95_ms:.2f}",
                 _times(r["latency_ratio"]),
                 f"{e.throughput_per_s:.0f}",
+                *extra,
             ]
         )
     return _markdown_table(header, rows)
@@ -176,57 +188,85 @@ def confusion_matrices_figure(
     return fig
 
 
+def pareto_frontier(evaluations: Sequence[ModelEvaluation]) -> list[ModelEvaluation]:
+    """The evaluations no other beats on both macro-F1 and p50 latency, fastest first.
+
+    Args:
+        evaluations: Any evaluations.
+
+    Returns:
+        The frontier: each is faster than the next and has a lower macro-F1.
+    """
+    frontier: list[ModelEvaluation] = []
+    for e in sorted(evaluations, key=lambda e: (e.latency_p50_ms, -e.macro_f1)):
+        if not frontier or e.macro_f1 > frontier[-1].macro_f1:
+            frontier.append(e)
+    return frontier
+
+
+_FAMILY_COLOURS = {"teacher": "tab:red", "baseline": "tab:gray", "student": "tab:blue"}
+
+
 def tradeoff_figure(
     evaluations: Sequence[ModelEvaluation], reference_name: str
 ) -> Figure:
-    """Size against median latency (both log scale), coloured by macro-F1.
+    """Macro-F1 against median batch-1 latency (log scale), with the Pareto frontier.
+
+    Every form and peer is a point (colour: family, area: size on disk); the frontier
+    joins the forms no other beats on both axes.
 
     Args:
         evaluations: The evaluations, reference included.
         reference_name: Drawn with a black edge and named in the title.
 
     Returns:
-        The figure: the scatter axes and its colour bar.
+        The figure: one axes.
 
     Raises:
         ValueError: If no evaluation is called ``reference_name``.
     """
     reference = _find(evaluations, reference_name)
-    sizes = np.asarray([e.size_bytes / 1e6 for e in evaluations])
-    p50 = np.asarray([e.latency_p50_ms for e in evaluations])
-    f1 = np.asarray([e.macro_f1 for e in evaluations])
-    fig, ax = plt.subplots(figsize=(7, 5))
-    points = ax.scatter(
-        sizes,
-        p50,
-        c=f1,
-        cmap="viridis",
-        s=80,
-        edgecolors=["black" if e is reference else "none" for e in evaluations],
-        linewidths=1.5,
-        zorder=3,
-    )
-    for e, x, y in zip(evaluations, sizes, p50, strict=True):
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for e in evaluations:
+        ax.scatter(
+            e.latency_p50_ms,
+            e.macro_f1,
+            s=30 + 6 * math.sqrt(e.size_bytes / 1e6) * 10,
+            color=_FAMILY_COLOURS.get(e.family, "tab:green"),
+            edgecolors="black" if e is reference else "none",
+            linewidths=1.5,
+            alpha=0.8,
+            zorder=3,
+        )
         ax.annotate(
-            f"{e.name}\n{e.form}",
-            (x, y),
-            xytext=(5, 5),
+            f"{e.name} ({e.size_bytes / 1e6:.1f} MB)",
+            (e.latency_p50_ms, e.macro_f1),
+            xytext=(6, 4),
             textcoords="offset points",
             fontsize=7,
         )
+    frontier = pareto_frontier(evaluations)
+    ax.step(
+        [e.latency_p50_ms for e in frontier],
+        [e.macro_f1 for e in frontier],
+        where="post",
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label="Pareto frontier",
+        zorder=2,
+    )
     ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.margins(0.15)  # room for the labels of the outermost points
+    ax.margins(x=0.2, y=0.1)
     plain = FuncFormatter(lambda value, _: f"{value:g}")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(plain)
-        axis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("size (MB, log)")
-    ax.set_ylabel("p50 latency at batch 1 (ms, log)")
-    ax.set_title(f"Size vs latency (reference: {reference.name})")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("p50 latency at batch 1, 1 thread, tokenisation included (ms, log)")
+    ax.set_ylabel("test macro-F1")
+    ax.set_title(f"Quality vs latency (reference: {reference.name}; area: size)")
     ax.grid(True, which="both", alpha=0.3)
-    fig.colorbar(points, ax=ax, label="macro-F1")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -135,6 +135,8 @@ class TrainConfig:
         checkpoint_every_steps: Optimizer steps between checkpoints (epoch ends are
             always checkpointed); None checkpoints at epoch ends only.
         freeze_embeddings: Keep the encoder's embedding module fixed.
+        freeze_layers: Keep the encoder's first N transformer blocks fixed too (with
+            the embeddings frozen, nothing below them needs a backward pass).
         num_threads: Torch CPU threads per rank; None = cores / nproc.
         bucket_multiplier: Batches per length-sorting chunk.
         eval_batch_size: Validation examples per forward pass per rank.
@@ -172,6 +174,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     checkpoint_every_steps: int | None = 500
     freeze_embeddings: bool = False
+    freeze_layers: int = 0
     num_threads: int | None = None
     bucket_multiplier: int = 50
     eval_batch_size: int = 64
@@ -228,6 +231,7 @@ class TrainConfig:
                 self.num_threads is None or self.num_threads >= 1,
                 "num_threads must be >= 1",
             ),
+            (self.freeze_layers >= 0, "freeze_layers must be >= 0"),
             (self.bucket_multiplier >= 1, "bucket_multiplier must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.device in _DEVICES, f"device must be one of {_DEVICES}"),
@@ -443,7 +447,29 @@ def _build_model(
     if config.freeze_embeddings:
         embeddings = getattr(model.encoder, "embeddings", None)
         (embeddings or model.encoder.get_input_embeddings()).requires_grad_(False)
+    if config.freeze_layers:
+        blocks = transformer_blocks(model.encoder)
+        if config.freeze_layers >= len(blocks):
+            raise ValueError(
+                f"freeze_layers {config.freeze_layers} leaves none of the encoder's "
+                f"{len(blocks)} blocks to train"
+            )
+        for block in blocks[: config.freeze_layers]:
+            block.requires_grad_(False)
     return model.train()
+
+
+def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of transformer blocks, whatever the architecture names it.
+
+    Raises:
+        ValueError: If no ``ModuleList`` of ``num_hidden_layers`` modules exists.
+    """
+    count = encoder.config.num_hidden_layers
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError(f"no list of {count} transformer blocks in {type(encoder)}")
 
 
 def _build_optimizer(

@@ -28,6 +28,7 @@ def render_report(
     counts: Mapping[str, int],
     outcomes: Sequence[RuleOutcome],
     quarantine_examples: Mapping[str, Sequence[str]],
+    repair_examples: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Render the validation result as one HTML page.
 
@@ -36,6 +37,7 @@ def render_report(
         counts: headline counts (rows in, clean, quarantined, ...).
         outcomes: every contract and row rule that ran, in registry order.
         quarantine_examples: up to a few example texts per quarantine reason.
+        repair_examples: a few ``(original, repaired)`` texts.
 
     Returns:
         The page as a string.
@@ -70,6 +72,11 @@ def render_report(
         + _table(
             ["rule", "column", "expectation", "result", "failing rows", "observed"],
             rule_rows,
+        )
+        + "<h2>Repaired texts (undecodable bytes removed)</h2>"
+        + _table(
+            ["original", "repaired"],
+            [(html.escape(a[:200]), html.escape(b[:200])) for a, b in repair_examples],
         )
         + "<h2>Quarantine examples</h2>"
         + _table(["reason", "examples"], example_rows)

@@ -8,7 +8,7 @@ import pytest
 from distillery.ml.artifact import ClassifierArtifact
 from distillery.ml.modeling import TextClassifier, load_tokenizer
 from distillery.ml.text import tokenize_partition
-from distillery.pipelines.compress.nodes import export_students
+from distillery.pipelines.compress.nodes import export_students, export_teacher
 from distillery.pipelines.evaluate.nodes import (
     EvaluateOptions,
     evaluate_models,
@@ -49,41 +49,48 @@ def test_every_form_is_measured_the_same_way(
         tokenizer,
     )
     students = {"S": teacher}  # the tiny teacher stands in for a student
-    onnx, _ = export_students(
-        students,
-        _frame(2),
-        {
-            "students": [{"name": "S", "num_layers": 1}],
-            "distill": {"max_length": 32},
-            "workdir": str(tmp_path),
-            "gates": {},
-            "registry": {},
-        },
-    )
-    baseline = fit_baseline_model(_frame(10), VOCAB, OPTIONS)
+    compress = {
+        "students": [{"name": "S", "num_layers": 1}],
+        "distill": {"max_length": 32},
+        "workdir": str(tmp_path),
+        "gates": {},
+        "registry": {},
+    }
+    onnx, report = export_students(students, _frame(2), compress)
+    teacher_onnx, teacher_report = export_teacher(teacher, _frame(2), compress)
+    baseline, search = fit_baseline_model(_frame(10), _frame(3), VOCAB, OPTIONS)
 
     records = evaluate_models(
-        baseline, teacher, students, onnx, _frame(5), VOCAB, OPTIONS
+        baseline, teacher, teacher_onnx, students, onnx, _frame(5), VOCAB, OPTIONS
     )
 
     assert [(r["name"], r["form"]) for r in records] == [
         ("teacher", "torch-fp32"),
-        ("teacher-int8", "torch-int8"),
+        ("teacher-onnx-fp32", "onnx-fp32"),
+        ("teacher-onnx-int8", "onnx-int8"),
         ("baseline", "sklearn"),
-        ("S", "torch-fp32"),
-        ("S-int8", "torch-int8"),
         ("S-onnx-fp32", "onnx-fp32"),
         ("S-onnx-int8", "onnx-int8"),
     ]
+    assert len(search) == 3  # the default grid: one n-gram pair, three values of C
     assert {r["n_test"] for r in records} == {10}
     assert {r["num_threads"] for r in records} == {1}
     by_name = {r["name"]: r for r in records}
     # The same weights give the same predictions in PyTorch and ONNX fp32.
-    assert by_name["S"]["confusion"] == by_name["S-onnx-fp32"]["confusion"]
-    assert by_name["teacher"]["size_bytes"] > by_name["S-onnx-int8"]["size_bytes"]
+    assert by_name["teacher"]["confusion"] == by_name["S-onnx-fp32"]["confusion"]
+    assert by_name["teacher"]["confusion"] == by_name["teacher-onnx-fp32"]["confusion"]
+    # Deployable sizes include the tokenizer files on every side.
+    tokenizer_bytes = by_name["teacher-onnx-fp32"]["size_bytes"] - len(
+        teacher_onnx["teacher.onnx"]
+    )
+    assert tokenizer_bytes > 100_000
+    assert by_name["S-onnx-int8"]["size_bytes"] == (
+        len(onnx["S.int8.onnx"]) + tokenizer_bytes
+    )
+    assert report["S"]["val_rows"] == 4 and teacher_report["teacher"]["val_rows"] == 4
 
     table, markdown, confusion, tradeoff, metrics = report_models(records, VOCAB)
-    assert table["reference"] == "teacher"
+    assert table["reference"] == "teacher-onnx-fp32"
     assert all(r["name"] in markdown for r in records)
     assert len(confusion.axes) >= len(records)
     assert (

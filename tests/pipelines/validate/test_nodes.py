@@ -25,7 +25,7 @@ def test_rows_reconcile_and_every_output_agrees() -> None:
     rows = [("good", "pos")] * 3 + [("bad", "neg")] * 3 + [(None, "pos"), ("  ", "neg")]
     params = {"min_rows_per_class": 2, "labels": ["pos", "neg"]}
 
-    clean, quarantined, report, summary, metrics = validate_corpus(
+    clean, quarantined, repaired, report, summary, metrics = validate_corpus(
         _frame(rows), MANIFEST, params, INGEST
     )
 
@@ -34,6 +34,41 @@ def test_rows_reconcile_and_every_output_agrees() -> None:
     assert summary["counts"]["rows_quarantined"] == 2
     assert metrics["quarantined.missing_text"]["value"] == 1.0
     assert "blank_text" in report and "tiny.csv" in report
+    assert repaired.empty and summary["counts"]["rows_repaired"] == 0
+
+
+def test_damaged_rows_are_repaired_counted_and_still_reconcile() -> None:
+    rows = [("good", "pos")] * 3 + [("fine", "neg")] * 3
+    rows += [
+        ("I can\ufffd\ufffd\ufffdt wait for the flight _\ufffd\ufffd_", "pos"),
+        ("_\ufffd\ufffd\ufffd\ufffd_ ok _\ufffd\ufffd\ufffd\ufffd_", "neg"),
+    ]
+    params = {"min_rows_per_class": 2}
+
+    clean, quarantined, repaired, report, summary, metrics = validate_corpus(
+        _frame(rows), MANIFEST, params, INGEST
+    )
+
+    assert len(clean) + len(quarantined) == len(rows)
+    assert "I can't wait for the flight" in clean["text"].tolist()
+    assert quarantined["reason"].tolist() == ["undecodable_text"]
+    assert quarantined["source_row"].tolist() == [7]
+    assert repaired["source_row"].tolist() == [6]
+    assert repaired.loc[0, "repaired"] == "I can't wait for the flight"
+    assert summary["counts"]["rows_repaired"] == 1
+    assert metrics["rows_repaired"]["value"] == 1.0
+    assert "I can&#x27;t wait for the flight" in report
+
+
+def test_repair_can_be_switched_off() -> None:
+    rows = [("good", "pos")] * 3 + [("fine", "neg")] * 3
+    rows += [("I can\ufffd\ufffd\ufffdt wait for the flight", "pos")]
+
+    _, quarantined, repaired, *_ = validate_corpus(
+        _frame(rows), MANIFEST, {"min_rows_per_class": 2, "repair": None}, INGEST
+    )
+
+    assert quarantined["reason"].tolist() == ["undecodable_text"] and repaired.empty
 
 
 def test_label_map_values_are_the_allowed_labels() -> None:

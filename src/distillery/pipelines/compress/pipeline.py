@@ -6,6 +6,7 @@ from distillery.pipelines.compress.nodes import (
     cache_teacher_logits,
     distill_students,
     export_students,
+    export_teacher,
     package_student,
     register_student,
     select_student,
@@ -14,13 +15,25 @@ from distillery.pipelines.compress.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Teacher logits -> students -> ONNX -> gate -> bundle -> registry -> model card."""
+    """Teacher ONNX peers -> teacher logits -> students -> ONNX -> gate -> bundle -> registry -> model card."""
     return pipeline(
         [
+            node(
+                func=export_teacher,
+                inputs=[
+                    "teacher_model",
+                    "model_input_val@pandas",
+                    "params:compress_options",
+                ],
+                outputs=["teacher_onnx", "teacher_export_report"],
+                name="export_teacher_node",
+            ),
             node(
                 func=cache_teacher_logits,
                 inputs=[
                     "teacher_model",
+                    "teacher_onnx",
+                    "teacher_export_report",
                     "model_input_train@pandas",
                     "params:compress_options",
                 ],
@@ -50,7 +63,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 func=select_student,
-                inputs=["model_evaluations", "params:compress_options"],
+                inputs=[
+                    "model_evaluations",
+                    "export_report",
+                    "teacher_train_summary",
+                    "params:compress_options",
+                ],
                 outputs="selected_student",
                 name="select_student_node",
             ),

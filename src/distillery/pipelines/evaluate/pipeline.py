@@ -17,10 +17,11 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=fit_baseline_model,
                 inputs=[
                     "model_input_train@pandas",
+                    "model_input_val@pandas",
                     "label_vocab",
                     "params:evaluate_options",
                 ],
-                outputs="baseline_model",
+                outputs=["baseline_model", "baseline_search"],
                 name="fit_baseline_model_node",
             ),
             node(
@@ -28,6 +29,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "baseline_model",
                     "teacher_model",
+                    "teacher_onnx",
                     "distilled_students",
                     "student_onnx",
                     "model_input_test@pandas",

@@ -12,6 +12,7 @@ from distillery.ml.drift import data_profile
 from distillery.ml.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
 from distillery.validation.quarantine import split_quarantine
+from distillery.validation.repair import RepairOptions, repair_texts
 from distillery.validation.report import render_report
 from distillery.validation.suites import (
     ROW_RULE_NAMES,
@@ -33,8 +34,11 @@ class ValidateOptions:
     min_rows_per_class: int = 10
     skip_row_rules: tuple[str, ...] = ()
     report_examples: int = 3
+    repair: RepairOptions | None = RepairOptions()
 
     def __post_init__(self) -> None:
+        if isinstance(self.repair, dict):
+            object.__setattr__(self, "repair", RepairOptions(**self.repair))
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         object.__setattr__(self, "skip_row_rules", tuple(self.skip_row_rules or ()))
@@ -80,12 +84,18 @@ def validate_corpus(
     source_manifest: dict[str, Any],
     validate: dict[str, Any],
     ingest: dict[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, str, dict[str, Any], dict[str, Any]]:
+) -> tuple[
+    pd.DataFrame, pd.DataFrame, pd.DataFrame, str, dict[str, Any], dict[str, Any]
+]:
     """Check the contracts, quarantine failing rows and reconcile the counts.
 
+    Texts with undecodable bytes are repaired first where enough remains to read
+    (``validate.repair``); the rules then run on the repaired texts.
+
     Returns:
-        ``validated_texts`` (clean rows), ``quarantined_texts`` (with ``reason``), the
-        HTML report, a JSON summary and the MLflow metrics.
+        ``validated_texts`` (clean rows), ``quarantined_texts`` (with ``reason``),
+        ``repaired_texts`` (``source_row``, ``original``, ``repaired``,
+        ``damaged_share``), the HTML report, a JSON summary and the MLflow metrics.
 
     Raises:
         DataContractError: empty input, fewer than ``min_classes`` classes, or a class
@@ -94,6 +104,10 @@ def validate_corpus(
     options = ValidateOptions.from_params(validate)
     file = source_manifest["path"]
     outcomes = [check_non_empty(ingested_texts, file)]
+    repairs = _empty_repairs()
+    if options.repair is not None:
+        text, repairs = repair_texts(ingested_texts["text"], options.repair)
+        ingested_texts = ingested_texts.assign(text=text)
     rule_options = {
         "max_text_chars": options.max_text_chars,
         "labels": allowed_labels(options, ingest),
@@ -114,6 +128,7 @@ def validate_corpus(
         "rows_in": len(ingested_texts),
         "rows_clean": len(clean),
         "rows_quarantined": len(quarantined),
+        "rows_repaired": len(repairs),
         **{f"quarantined.{r}": int(c) for r, c in by_reason.items()},
         **{f"class.{label}": int(c) for label, c in balance.items()},
     }
@@ -123,7 +138,11 @@ def validate_corpus(
         ]
         for reason, group in quarantined.groupby("reason", sort=True)
     }
-    report = render_report(file, counts, outcomes, examples)
+    repair_examples = [
+        (str(r.original), str(r.repaired))
+        for r in repairs.head(options.report_examples).itertuples()
+    ]
+    report = render_report(file, counts, outcomes, examples, repair_examples)
     summary = {
         "source": file,
         "sha256": source_manifest.get("sha256"),
@@ -133,4 +152,17 @@ def validate_corpus(
         "rules": [o.__dict__ for o in outcomes],
     }
     metrics = as_metrics({metric_key(k): v for k, v in counts.items()})
-    return clean, quarantined, report, summary, metrics
+    repaired = repairs.assign(
+        source_row=ingested_texts.loc[repairs.index, "source_row"].to_numpy()
+    )[["source_row", "original", "repaired", "damaged_share"]].reset_index(drop=True)
+    return clean, quarantined, repaired, report, summary, metrics
+
+
+def _empty_repairs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "original": pd.Series(dtype="string"),
+            "repaired": pd.Series(dtype="string"),
+            "damaged_share": pd.Series(dtype="float64"),
+        }
+    )

@@ -20,6 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=[
                     "validated_texts@pandas",
                     "quarantined_texts",
+                    "repaired_texts",
                     "validation_report",
                     "validation_summary",
                     "validate_metrics",
