@@ -30,13 +30,17 @@ def test_kedro_run_all_stages_registers_a_student(full_run) -> None:
     reporting = project / "data" / "08_reporting"
     comparison = json.loads((reporting / "model_comparison.json").read_text())
     names = {m["name"] for m in comparison["models"]}
-    assert {"teacher", "teacher-int8", "baseline"} <= names
-    assert {
-        "L2-H256",
-        "L2-H256-int8",
+    assert names == {
+        "teacher",
+        "teacher-onnx-fp32",
+        "teacher-onnx-int8",
+        "baseline",
         "L2-H256-onnx-fp32",
         "L2-H256-onnx-int8",
-    } <= names
+    }
+    assert comparison["reference"] == "teacher-onnx-fp32"
+    search = json.loads((reporting / "baseline_search.json").read_text())
+    assert len(search) == 2 and all(0 <= r["val_macro_f1"] <= 1 for r in search)
     for path in ("model_comparison.md", "confusion_matrices.png", "model_tradeoff.png"):
         assert (reporting / path).stat().st_size > 0, path
     card = (reporting / "model_card.md").read_text()
@@ -44,8 +48,11 @@ def test_kedro_run_all_stages_registers_a_student(full_run) -> None:
         "sha256"
     ]
     assert sha in card
+    assert "| teacher-onnx-int8 |" in card  # the comparison table, peers included
     export = json.loads((reporting / "export_report.json").read_text())
     assert export["L2-H256"]["parity_max_abs_diff"] <= 1e-4
+    teacher_export = json.loads((reporting / "teacher_export_report.json").read_text())
+    assert teacher_export["teacher"]["parity_max_abs_diff"] <= 1e-4
 
     # The teacher came from the real packaged encoder, fine-tuned by two gloo ranks.
     summary = json.loads((reporting / "teacher_train_summary.json").read_text())
