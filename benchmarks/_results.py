@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _version(package: str) -> str | None:
     try:
@@ -52,5 +54,16 @@ def write_results(
     }
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
+    path.write_text(json.dumps(_relative(payload), indent=2))
     return path
+
+
+def _relative(value: Any) -> Any:
+    """Paths inside the project written from its root: results name no machine paths."""
+    if isinstance(value, str):
+        return value.replace(f"{ROOT}/", "")
+    if isinstance(value, Mapping):
+        return {k: _relative(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_relative(v) for v in value]
+    return value

@@ -44,6 +44,7 @@ def main() -> int:
         "--env", default=None, help="Kedro environment (default: local)"
     )
     parser.add_argument("--clean", action="store_true", help="empty data/ first")
+    parser.add_argument("--log", default=None, help="write kedro's output to this file")
     args = parser.parse_args()
     if args.clean:
         _clean()
@@ -52,8 +53,15 @@ def main() -> int:
         command += ["--env", args.env]
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "true"}
     started = time.time()
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    done = subprocess.run(
+        command, check=False, cwd=ROOT, env=env, capture_output=True, text=True
+    )
     wall = time.time() - started
+    if args.log:
+        Path(args.log).write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        return done.returncode
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{ROOT / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("distillery")

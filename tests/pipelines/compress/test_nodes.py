@@ -156,9 +156,7 @@ def _gate_slice(
         _evaluation("L1-H16-onnx-fp32", "onnx-fp32", 0.79, 200, 2.0),
         _evaluation("L1-H16-onnx-int8", "onnx-int8", 0.70, 50, 1.0),
     ]
-    export_report = {
-        "L1-H16": {"val_macro_f1": {"onnx-fp32": 0.70, "onnx-int8": 0.77}}
-    }
+    export_report = {"L1-H16": {"val_macro_f1": {"onnx-fp32": 0.70, "onnx-int8": 0.77}}}
     return DataCatalog(
         {
             "model_evaluations": MemoryDataset(evaluations),
