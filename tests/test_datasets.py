@@ -13,6 +13,7 @@ from transformers import BertConfig, BertModel
 from distillery.datasets import (
     AtomicDaskParquetDataset,
     AtomicParquetDataset,
+    BinaryDictDataset,
     ClassifierDataset,
 )
 from distillery.ml.artifact import ClassifierArtifact
@@ -87,3 +88,12 @@ def _explode(frame: pd.DataFrame) -> pd.DataFrame:
     if frame["n"].iloc[0] > 0:
         raise RuntimeError("a worker died mid-write")
     return frame
+
+
+def test_a_versioned_folder_exists_once_a_version_is_saved(tmp_path: Path) -> None:
+    dataset = BinaryDictDataset(str(tmp_path / "onnx"), version=Version(None, None))
+    assert not dataset.exists()  # no version yet: False, not an error
+    dataset.save({"model.onnx": b"\x08\x01"})
+    reloaded = BinaryDictDataset(str(tmp_path / "onnx"), version=Version(None, None))
+    assert reloaded.exists()
+    assert reloaded.load() == {"model.onnx": b"\x08\x01"}

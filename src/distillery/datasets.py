@@ -20,6 +20,7 @@ import pandas as pd
 from kedro.io.core import (
     AbstractVersionedDataset,
     Version,
+    VersionNotFoundError,
     get_filepath_str,
     get_protocol_and_path,
 )
@@ -85,7 +86,7 @@ class _FolderDataset(AbstractVersionedDataset[T, T], Generic[T]):
     def _exists(self) -> bool:
         try:
             return Path(self._get_load_path()).is_dir()
-        except Exception:  # noqa: BLE001 - no version yet
+        except VersionNotFoundError:  # versioned, nothing saved yet
             return False
 
     def _describe(self) -> dict[str, Any]:

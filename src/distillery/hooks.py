@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ class TrackingCheckHook:
         """
         try:
             server = (context.config_loader["mlflow"] or {}).get("server") or {}
-        except Exception:  # noqa: BLE001 - no mlflow.yml: kedro-mlflow's defaults apply
+        except MissingConfigException:  # no mlflow.yml: kedro-mlflow's defaults apply
             return
         uri = server.get("mlflow_tracking_uri") or os.environ.get(
             "MLFLOW_TRACKING_URI", ""

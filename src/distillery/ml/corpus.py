@@ -105,9 +105,7 @@ def read_source(
         "columns": list(frame.columns),
     }
     if source == BUILTIN_SOURCE:
-        manifest["package"] = (
-            f"{BUILTIN_PACKAGE}=={metadata.version(BUILTIN_PACKAGE)}"
-        )
+        manifest["package"] = f"{BUILTIN_PACKAGE}=={metadata.version(BUILTIN_PACKAGE)}"
     logger.info(
         "Read %d rows from %s (sha256 %s)", len(frame), uri, manifest["sha256"][:12]
     )
