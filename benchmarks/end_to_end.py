@@ -5,9 +5,10 @@ per-stage wall times that ``StageTimerHook`` logged to that run in MLflow
 (``wall_s.<stage>``, node time including the saving of outputs) next to the wall time
 of the whole command (start-up included). Usage::
 
-    .venv/bin/python benchmarks/end_to_end.py [--env ENV] [--clean]
+    .venv/bin/python benchmarks/end_to_end.py [--env ENV] [--clean] [--log FILE]
 
-``--clean`` empties the data folders first (as on a fresh clone). Prints a table and
+``--clean`` empties the data folders first (as on a fresh clone); ``--log`` keeps
+Kedro's output (node by node times). Prints a table and
 writes ``benchmarks/results/end_to_end.json`` (``end_to_end-<env>.json`` for other
 environments).
 """

@@ -89,8 +89,10 @@ def build_models(
 ) -> dict[str, tuple[str, object, int]]:
     """name -> (form, predictor, deployable size in bytes), teacher first."""
     teacher = _latest(ClassifierDataset, "data/06_models/teacher", versions)
-    onnx = _latest(BinaryDictDataset, "data/06_models/teacher_onnx", versions)
-    onnx |= _latest(BinaryDictDataset, "data/06_models/student_onnx_exports", versions)
+    teacher_onnx = _latest(BinaryDictDataset, "data/06_models/teacher_onnx", versions)
+    student_onnx = _latest(
+        BinaryDictDataset, "data/06_models/student_onnx_exports", versions
+    )
     baseline = _latest(BaselineDataset, "data/06_models/baseline", versions)
     tok = teacher.tokenizer
     tokenizer_bytes = _saved_size(tok.save_pretrained)
@@ -103,21 +105,26 @@ def build_models(
             _saved_size(teacher.model.save) + tokenizer_bytes,
         ),
     }
-    for file in sorted(onnx, key=lambda f: (not f.startswith("teacher"), f)):
-        name, _, rest = file.partition(".")
-        form = "onnx-int8" if rest == "int8.onnx" else "onnx-fp32"
-        path = tmp / file
-        path.write_bytes(onnx[file])
-        predictor = OnnxPredictor(
-            path, tok, labels, num_threads=threads, normalize=normalize_text
-        )
-        models[f"{name}-{form}"] = (form, predictor, len(onnx[file]) + tokenizer_bytes)
-        if name == "teacher" and form == "onnx-int8":
-            models["baseline"] = (
-                "sklearn",
-                BaselinePredictor(baseline, normalize=normalize_text),
-                _saved_size(lambda p: save_baseline(baseline, p)),
-            )
+
+    def add_onnx(files: dict[str, bytes]) -> None:
+        """``<name>.onnx`` and ``<name>.int8.onnx`` for every name in the folder."""
+        for name in sorted({f.partition(".")[0] for f in files}):
+            for suffix, form in ((".onnx", "onnx-fp32"), (".int8.onnx", "onnx-int8")):
+                path = tmp / f"{name}{suffix}"
+                path.write_bytes(files[path.name])
+                predictor = OnnxPredictor(
+                    path, tok, labels, num_threads=threads, normalize=normalize_text
+                )
+                size = len(files[path.name]) + tokenizer_bytes
+                models[f"{name}-{form}"] = (form, predictor, size)
+
+    add_onnx(teacher_onnx)
+    models["baseline"] = (
+        "sklearn",
+        BaselinePredictor(baseline, normalize=normalize_text),
+        _saved_size(lambda p: save_baseline(baseline, p)),
+    )
+    add_onnx(student_onnx)
     return models
 
 
@@ -246,10 +253,8 @@ def main() -> int:
 
 def _registered() -> str | None:
     """The student form the last run selected (chosen on validation), if any."""
-    path = ROOT / "data/08_reporting/model_card.md"
-    if not path.exists():
-        return None
-    return path.read_text().splitlines()[0].removeprefix("# Model card: ")
+    path = ROOT / "data/07_model_output/selected_student.json"
+    return json.loads(path.read_text())["name"] if path.exists() else None
 
 
 if __name__ == "__main__":
