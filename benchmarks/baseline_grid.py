@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from _results import write_results
 
-from distillery.ml.baseline import BaselineGrid, fit_baseline
+from distillery.ml.report.baseline import BaselineGrid, fit_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 # (word n-grams, char n-grams) -> C values; the default grid is the first row's

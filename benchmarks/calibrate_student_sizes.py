@@ -38,22 +38,22 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 
-from distillery.ml.export import export_onnx, quantize_onnx
-from distillery.ml.inference import (
+from distillery.ml.compress.export import export_onnx, quantize_onnx
+from distillery.ml.compress.student import build_student, rank_hidden_dims
+from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
+from distillery.ml.data.text import normalize_text
+from distillery.ml.models.modeling import TextClassifier, load_tokenizer
+from distillery.ml.serve.inference import (
     OnnxPredictor,
     Predictor,
     TextEncoder,
     TorchPredictor,
 )
-from distillery.ml.latency import (
+from distillery.ml.serve.latency import (
     artifact_size_bytes,
     measure_latency,
     measure_throughput,
 )
-from distillery.ml.modeling import TextClassifier, load_tokenizer
-from distillery.ml.student import build_student, rank_hidden_dims
-from distillery.ml.text import normalize_text
-from distillery.ml.vocab import prune_vocabulary, used_token_ids
 
 logger = logging.getLogger("calibrate_student_sizes")
 

@@ -37,11 +37,11 @@ import torch
 from _results import write_results
 
 from distillery.datasets import BaselineDataset, BinaryDictDataset, ClassifierDataset
-from distillery.ml.baseline import BaselinePredictor, save_baseline
-from distillery.ml.evaluation import evaluate_predictor
-from distillery.ml.inference import OnnxPredictor, TorchPredictor
-from distillery.ml.latency import artifact_size_bytes, measure_latency
-from distillery.ml.text import normalize_text
+from distillery.ml.data.text import normalize_text
+from distillery.ml.report.baseline import BaselinePredictor, save_baseline
+from distillery.ml.report.evaluation import evaluate_predictor
+from distillery.ml.serve.inference import OnnxPredictor, TorchPredictor
+from distillery.ml.serve.latency import artifact_size_bytes, measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "teacher-onnx-fp32"

@@ -59,7 +59,7 @@ def make_input(base_path: Path, rows: int, folder: Path) -> Path:
 
 def run_pandas(source: Path, out: Path) -> None:
     """The preprocess steps, single process, whole frame in memory."""
-    from distillery.ml.text import (  # noqa: PLC0415
+    from distillery.ml.data.text import (  # noqa: PLC0415
         mark_duplicates_partition,
         normalize_partition,
         tokenize_partition,
@@ -126,7 +126,7 @@ def run_datasets(source: Path, out: Path) -> None:
     """
     import datasets  # noqa: PLC0415
 
-    from distillery.ml.text import (  # noqa: PLC0415
+    from distillery.ml.data.text import (  # noqa: PLC0415
         assign_split,
         load_encoder,
         normalize_text,

@@ -32,9 +32,9 @@ from _results import write_results
 from kedro.config import OmegaConfigLoader
 
 from distillery.datasets import ClassifierDataset
-from distillery.ml.inference import OnnxPredictor
-from distillery.ml.latency import measure_latency
-from distillery.ml.text import normalize_text
+from distillery.ml.data.text import normalize_text
+from distillery.ml.serve.inference import OnnxPredictor
+from distillery.ml.serve.latency import measure_latency
 from distillery.pipelines.compress.nodes import distill_students, export_students
 
 ROOT = Path(__file__).resolve().parents[1]

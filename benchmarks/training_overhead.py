@@ -25,13 +25,14 @@ import pandas as pd
 import torch
 from _results import write_results
 
-from distillery.ml.data import (
+from distillery.ml.data.batches import (
     BucketedDistributedBatchSampler,
     PadCollator,
     TokenDataset,
 )
-from distillery.ml.modeling import TextClassifier
-from distillery.ml.training import TrainConfig, launch_training
+from distillery.ml.models.modeling import TextClassifier
+from distillery.ml.train.config import TrainConfig
+from distillery.ml.train.launch import launch_training
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from transformers import BertModel
 
-    from distillery.ml.modeling import TextClassifier
+    from distillery.ml.models.modeling import TextClassifier
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -62,7 +62,7 @@ def _tiny_classifier(
     labels: list[str], shape: str = "toy", seed: int = 0
 ) -> TextClassifier:
     """A ``TextClassifier`` (eval mode) over ``_tiny_bert(shape, seed)``."""
-    from distillery.ml.modeling import TextClassifier  # noqa: PLC0415, F811
+    from distillery.ml.models.modeling import TextClassifier  # noqa: PLC0415, F811
 
     return TextClassifier(_tiny_bert(shape, seed), labels).eval()
 
@@ -83,7 +83,7 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     It tokenises like the real teacher (same vocabulary) but trains in milliseconds.
     """
-    from distillery.ml.modeling import load_tokenizer  # noqa: PLC0415
+    from distillery.ml.models.modeling import load_tokenizer  # noqa: PLC0415
 
     path = tmp_path_factory.mktemp("tiny_teacher")
     _tiny_bert("teacher").save_pretrained(path)
@@ -101,7 +101,7 @@ def _trip_split(n: int, offset: int) -> pd.DataFrame:
     """``n`` rows per class, "<word> trip <i>", tokenized (builtin, 32 tokens)."""
     import pandas as pd  # noqa: PLC0415, F811
 
-    from distillery.ml.text import tokenize_partition  # noqa: PLC0415
+    from distillery.ml.data.text import tokenize_partition  # noqa: PLC0415
 
     rows = [
         {"text": f"{ws[i % 3]} trip {i}", "label": label, "source_row": offset + i}

@@ -16,8 +16,8 @@ from distillery.datasets import (
     BinaryDictDataset,
     ClassifierDataset,
 )
-from distillery.ml.artifact import ClassifierArtifact
-from distillery.ml.modeling import TextClassifier, load_tokenizer
+from distillery.ml.models.artifact import ClassifierArtifact
+from distillery.ml.models.modeling import TextClassifier, load_tokenizer
 
 
 def test_versioned_save_and_load_round_trip(tmp_path: Path) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from distillery.ml.export import export_onnx
-from distillery.ml.modeling import load_tokenizer
-from distillery.ml.serving import load_onnx_predictor, save_onnx_bundle
+from distillery.ml.compress.export import export_onnx
+from distillery.ml.models.modeling import load_tokenizer
+from distillery.ml.serve.serving import load_onnx_predictor, save_onnx_bundle
 from distillery.predict import find_latest_bundle, format_prediction, main
 
 LABELS = ["negative", "neutral", "positive"]

@@ -27,7 +27,7 @@ from kedro.io.core import (
 from kedro_datasets.dask import ParquetDataset as DaskParquetDataset
 from kedro_datasets.pandas import ParquetDataset as PandasParquetDataset
 
-from distillery.ml.artifact import ClassifierArtifact
+from distillery.ml.models.artifact import ClassifierArtifact
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +143,12 @@ class BaselineDataset(_FolderDataset[Any]):
     """The TF-IDF + logistic-regression baseline, stored as JSON + npz (no pickle)."""
 
     def _write(self, data: Any, folder: Path) -> None:
-        from distillery.ml.baseline import save_baseline  # noqa: PLC0415
+        from distillery.ml.report.baseline import save_baseline  # noqa: PLC0415
 
         save_baseline(data, folder)
 
     def _read(self, folder: Path) -> Any:
-        from distillery.ml.baseline import load_baseline  # noqa: PLC0415
+        from distillery.ml.report.baseline import load_baseline  # noqa: PLC0415
 
         return load_baseline(folder)
 
@@ -161,7 +161,7 @@ class OnnxBundleDataset(_FolderDataset[Any]):
     """
 
     def _write(self, data: Any, folder: Path) -> None:
-        from distillery.ml.serving import save_onnx_bundle  # noqa: PLC0415
+        from distillery.ml.serve.serving import save_onnx_bundle  # noqa: PLC0415
 
         graph = folder / "source.onnx"
         graph.write_bytes(data["onnx"])

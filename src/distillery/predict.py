@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     # Imported after argument checks: onnxruntime, torch and mlflow take seconds.
-    from distillery.ml.serving import load_onnx_predictor  # noqa: PLC0415
+    from distillery.ml.serve.serving import load_onnx_predictor  # noqa: PLC0415
 
     predictor = load_onnx_predictor(bundle, num_threads=args.threads)
     proba = predictor.predict_proba(args.texts)  # (N, C)

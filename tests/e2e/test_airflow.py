@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from distillery.ml.corpus import read_source, resolve_source
+from distillery.ml.data.corpus import read_source, resolve_source
 
 pytestmark = pytest.mark.slow
 

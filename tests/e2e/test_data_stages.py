@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from distillery.ml.corpus import resolve_source
+from distillery.ml.data.corpus import resolve_source
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from distillery.ml.training import TrainConfig
+from distillery.ml.train.config import TrainConfig
 
 LABELS = ["neg", "neu", "pos"]
 CLS_ID, SEP_ID = 2, 3

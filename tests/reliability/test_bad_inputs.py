@@ -12,7 +12,7 @@ import dask.dataframe as dd
 import pandas as pd
 import pytest
 
-from distillery.ml.corpus import SourceError
+from distillery.ml.data.corpus import SourceError
 from distillery.pipelines.ingest.nodes import read_corpus, standardize_corpus
 from distillery.pipelines.preprocess.nodes import normalize_texts, summarize_preprocess
 from distillery.pipelines.validate.nodes import validate_corpus

@@ -12,14 +12,15 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from distillery.ml.text import tokenize_partition
+from distillery.ml.data.text import tokenize_partition
 
 pytestmark = pytest.mark.slow
 
 SCRIPT = """
 import json, sys
 import pandas as pd
-from distillery.ml.training import TrainConfig, launch_training
+from distillery.ml.train.config import TrainConfig
+from distillery.ml.train.launch import launch_training
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])

@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 from safetensors.torch import load_file
 
-from distillery.ml.training import TrainConfig, launch_training
+from distillery.ml.train.config import TrainConfig
+from distillery.ml.train.launch import launch_training
 
 
 def test_same_seed_same_metrics_and_weights(

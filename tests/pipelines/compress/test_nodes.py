@@ -11,10 +11,10 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from distillery.ml.artifact import ClassifierArtifact
-from distillery.ml.evaluation import GateError, ModelEvaluation
-from distillery.ml.modeling import TextClassifier, load_tokenizer
-from distillery.ml.text import tokenize_partition
+from distillery.ml.data.text import tokenize_partition
+from distillery.ml.models.artifact import ClassifierArtifact
+from distillery.ml.models.modeling import TextClassifier, load_tokenizer
+from distillery.ml.report.evaluation import GateError, ModelEvaluation
 from distillery.pipelines.compress import create_pipeline
 from distillery.pipelines.compress.nodes import (
     cache_teacher_logits,

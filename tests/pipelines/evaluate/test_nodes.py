@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from distillery.ml.artifact import ClassifierArtifact
-from distillery.ml.modeling import TextClassifier, load_tokenizer
-from distillery.ml.text import tokenize_partition
+from distillery.ml.data.text import tokenize_partition
+from distillery.ml.models.artifact import ClassifierArtifact
+from distillery.ml.models.modeling import TextClassifier, load_tokenizer
 from distillery.pipelines.compress.nodes import export_students, export_teacher
 from distillery.pipelines.evaluate.nodes import (
     EvaluateOptions,

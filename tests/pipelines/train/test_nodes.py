@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from distillery.ml.text import tokenize_partition
+from distillery.ml.data.text import tokenize_partition
 from distillery.pipelines.train.nodes import split_train_options, train_teacher
 
 TEXTS = {

@@ -12,23 +12,32 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distillery.ml.artifact import ClassifierArtifact
-from distillery.ml.data import PadCollator, TokenDataset
-from distillery.ml.distill import (
+from distillery.ml.compress.distill import (
     StudentRecipe,
     compute_logits,
     make_student,
     vocabulary_to_keep,
 )
-from distillery.ml.evaluation import Gates, ModelEvaluation, ratios, select_best
-from distillery.ml.export import check_parity, export_onnx, optimize_onnx, quantize_onnx
+from distillery.ml.compress.export import (
+    check_parity,
+    export_onnx,
+    optimize_onnx,
+    quantize_onnx,
+)
+from distillery.ml.data.batches import PadCollator, TokenDataset
 from distillery.ml.metrics import classification_metrics
-from distillery.ml.modeling import TextClassifier
-from distillery.ml.options import check_keys
-from distillery.ml.registry import data_tags
-from distillery.ml.reporting import comparison_table_markdown, model_card_markdown
-from distillery.ml.serving import log_and_register
-from distillery.ml.training import RankZeroElsewhere, TrainConfig, launch_training
+from distillery.ml.models.artifact import ClassifierArtifact
+from distillery.ml.models.modeling import TextClassifier
+from distillery.ml.report.evaluation import Gates, ModelEvaluation, ratios, select_best
+from distillery.ml.report.reporting import (
+    comparison_table_markdown,
+    model_card_markdown,
+)
+from distillery.ml.serve.registry import data_tags
+from distillery.ml.serve.serving import log_and_register
+from distillery.ml.train.config import RankZeroElsewhere, TrainConfig
+from distillery.ml.train.launch import launch_training
+from distillery.ml.train.options import check_keys
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +130,7 @@ def cache_teacher_logits(
         The training rows (a seeded sample of ``distill_samples`` if set) with a
         ``teacher_logits`` column.
     """
-    from distillery.ml.inference import OnnxPredictor  # noqa: PLC0415
+    from distillery.ml.serve.inference import OnnxPredictor  # noqa: PLC0415
 
     options = CompressOptions.from_params(compress_options)
     frame = model_input_train
@@ -271,7 +280,7 @@ def _export_forms(  # noqa: PLR0917 - one model, where, how, and what to check o
         RuntimeError: if the fp32 graph differs from PyTorch by more than
             ``tolerance``.
     """
-    from distillery.ml.inference import OnnxPredictor  # noqa: PLC0415
+    from distillery.ml.serve.inference import OnnxPredictor  # noqa: PLC0415
 
     raw = export_onnx(
         artifact.model, folder / f"{name}.raw.onnx", max_length=max_length

@@ -12,23 +12,23 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from distillery.ml.artifact import ClassifierArtifact
-from distillery.ml.baseline import (
+from distillery.ml.data.text import normalize_text
+from distillery.ml.models.artifact import ClassifierArtifact
+from distillery.ml.report.baseline import (
     BaselineGrid,
     BaselinePredictor,
     fit_baseline,
     save_baseline,
 )
-from distillery.ml.evaluation import ModelEvaluation, evaluate_predictor
-from distillery.ml.inference import OnnxPredictor, TorchPredictor
-from distillery.ml.latency import artifact_size_bytes
-from distillery.ml.options import options_from_params
-from distillery.ml.reporting import (
+from distillery.ml.report.evaluation import ModelEvaluation, evaluate_predictor
+from distillery.ml.report.reporting import (
     comparison_table_markdown,
     confusion_matrices_figure,
     tradeoff_figure,
 )
-from distillery.ml.text import normalize_text
+from distillery.ml.serve.inference import OnnxPredictor, TorchPredictor
+from distillery.ml.serve.latency import artifact_size_bytes
+from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
 
 logger = logging.getLogger(__name__)

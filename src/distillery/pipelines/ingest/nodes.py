@@ -9,8 +9,8 @@ from typing import Any
 import ftfy
 import pandas as pd
 
-from distillery.ml.corpus import read_source
-from distillery.ml.options import options_from_params
+from distillery.ml.data.corpus import read_source
+from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics
 from distillery.validation.suites import check_columns
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from distillery.ml.drift import ACTIONS, RetrainThresholds, decide_retraining
-from distillery.ml.options import options_from_params
-from distillery.ml.registry import retrain_reference
+from distillery.ml.data.drift import ACTIONS, RetrainThresholds, decide_retraining
+from distillery.ml.serve.registry import retrain_reference
+from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def decide_retraining_action(
     """``skip``, ``redistill`` or ``full``: corpus hash and drift vs the latest version.
 
     The latest version is the one behind the ``challenger`` alias (every passing run
-    moves it), see :mod:`distillery.ml.drift`.
+    moves it), see :mod:`distillery.ml.data.drift`.
 
     Returns:
         The decision (``retrain_decision.json``) and its MLflow metrics (the drift,

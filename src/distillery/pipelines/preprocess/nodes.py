@@ -11,9 +11,7 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 
-from distillery.ml.modeling import BUILTIN_TEACHER
-from distillery.ml.options import options_from_params
-from distillery.ml.text import (
+from distillery.ml.data.text import (
     SPLITS,
     empty_tokenized_frame,
     encode_partition,
@@ -22,6 +20,8 @@ from distillery.ml.text import (
     normalize_partition,
     split_fractions,
 )
+from distillery.ml.models.modeling import BUILTIN_TEACHER
+from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from distillery.ml.options import options_from_params
-from distillery.ml.registry import promote_if_better
+from distillery.ml.serve.registry import promote_if_better
+from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics
 
 

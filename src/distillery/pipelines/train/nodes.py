@@ -10,15 +10,11 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from distillery.ml.artifact import ClassifierArtifact
-from distillery.ml.modeling import TextClassifier, load_tokenizer
-from distillery.ml.plots import learning_curve
-from distillery.ml.training import (
-    RankZeroElsewhere,
-    TrainConfig,
-    TrainResult,
-    launch_training,
-)
+from distillery.ml.models.artifact import ClassifierArtifact
+from distillery.ml.models.modeling import TextClassifier, load_tokenizer
+from distillery.ml.report.plots import learning_curve
+from distillery.ml.train.config import RankZeroElsewhere, TrainConfig, TrainResult
+from distillery.ml.train.launch import launch_training
 from distillery.tracking import active_run_id
 
 logger = logging.getLogger(__name__)

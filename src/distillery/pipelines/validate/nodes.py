@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from distillery.ml.drift import data_profile
-from distillery.ml.options import options_from_params
+from distillery.ml.data.drift import data_profile
+from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
 from distillery.validation.quarantine import split_quarantine
 from distillery.validation.repair import RepairOptions, repair_texts

@@ -1,0 +1,1 @@
+"""Compression: student construction, distillation, vocabulary pruning, quantisation, export."""

@@ -1,0 +1,169 @@
+"""Distillation helpers: cached teacher logits and student recipes.
+
+The training loop itself is :mod:`distillery.ml.train.loop` (``loss="kd"``); this module
+prepares what it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from distillery.ml.compress.student import build_student, rank_hidden_dims
+from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
+from distillery.ml.data.batches import PadCollator, TokenDataset
+from distillery.ml.models.modeling import TextClassifier
+from distillery.ml.train.options import options_from_params
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def compute_logits(
+    model: TextClassifier | Any, frame: pd.DataFrame, batch_size: int = 128
+) -> np.ndarray:
+    """Logits for every row of a tokenised frame, in the frame's order.
+
+    Rows are batched by length (sorted), so padding is minimal: on tweets this is
+    several times faster than batching in random order.
+
+    Args:
+        model: A ``TextClassifier``, or a predictor with ``logits(batch)`` and
+            ``labels`` (e.g. :class:`~distillery.ml.inference.OnnxPredictor`).
+        frame: Rows with ``input_ids`` and ``attention_mask``.
+        batch_size: Rows per forward pass.
+
+    Returns:
+        ``(N, C)`` float32 logits.
+    """
+    if isinstance(model, torch.nn.Module):
+        model = model.eval()
+
+        def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            return model(batch["input_ids"], batch["attention_mask"]).float().numpy()
+
+    else:
+
+        def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            return model.logits(
+                {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
+            )
+
+    dataset = TokenDataset(frame)
+    order = np.argsort(dataset.lengths, kind="stable")
+    collate = PadCollator()
+    out = np.empty((len(dataset), len(model.labels)), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        out[rows] = forward(collate([dataset[int(i)] for i in rows]))
+    return out
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    """One student variant to build, distil and export.
+
+    Attributes:
+        name: short id used in file names, tables and MLflow (e.g. ``L2-H256``).
+        num_layers: transformer layers kept.
+        layer_selection: teacher layers to copy (0-based); None = evenly spaced.
+        hidden_size: width; None = the teacher's.
+        intermediate_size: FFN width; None = the teacher's ratio.
+        num_heads: attention heads; None = keep the teacher's head size.
+        embedding_bits: 8 or 4 bits for the ONNX word embeddings.
+        distill: TrainConfig overrides for this variant only.
+    """
+
+    name: str
+    num_layers: int
+    layer_selection: tuple[int, ...] | None = None
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_heads: int | None = None
+    embedding_bits: int = 8
+    distill: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name or not all(c.isalnum() or c in "-_" for c in self.name):
+            raise ValueError(
+                f"student name {self.name!r} must be letters, digits, - or _"
+            )
+        if self.num_layers < 1:
+            raise ValueError(f"student {self.name}: num_layers must be >= 1")
+        if self.embedding_bits not in (4, 8):
+            raise ValueError(f"student {self.name}: embedding_bits must be 4 or 8")
+        if self.layer_selection is not None:
+            object.__setattr__(self, "layer_selection", tuple(self.layer_selection))
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> StudentRecipe:
+        """Build from one entry of ``compress_options.students``; unknown keys are errors."""
+        return options_from_params(cls, params, "compress_options.students entry")
+
+
+def make_student(
+    teacher: TextClassifier,
+    recipe: StudentRecipe,
+    keep_ids: list[int],
+    unk_id: int,
+    *,
+    sample: pd.DataFrame,
+    max_length: int,
+) -> TextClassifier:
+    """Prune the teacher's vocabulary, then cut it to the recipe's depth and width.
+
+    Args:
+        teacher: fine-tuned teacher.
+        recipe: the variant.
+        keep_ids: tokenizer ids kept (from :func:`vocabulary_to_keep`).
+        unk_id: id of ``[UNK]``.
+        sample: a few hundred tokenised training rows; rank hidden coordinates for
+            narrower students by their activations.
+        max_length: longest input; position embeddings beyond it are dropped.
+
+    Returns:
+        The initial student (before distillation).
+    """
+    pruned = prune_vocabulary(teacher, keep_ids, unk_id)
+    hidden_dims = None
+    if (
+        recipe.hidden_size is not None
+        and recipe.hidden_size < teacher.config.hidden_size
+    ):
+        batch = PadCollator()([TokenDataset(sample)[i] for i in range(len(sample))])
+        hidden_dims = rank_hidden_dims(
+            teacher, batch["input_ids"], batch["attention_mask"]
+        )
+    return build_student(
+        pruned,
+        recipe.num_layers,
+        layer_selection=list(recipe.layer_selection)
+        if recipe.layer_selection
+        else None,
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_heads=recipe.num_heads,
+        max_position_embeddings=max_length,
+        hidden_dims=hidden_dims,
+    )
+
+
+def vocabulary_to_keep(
+    token_id_lists: pd.Series, tokenizer: Any, min_count: int
+) -> list[int]:
+    """Ids seen at least ``min_count`` times in the training split, plus special tokens."""
+    keep = used_token_ids(
+        (list(ids) for ids in token_id_lists), tokenizer.all_special_ids, min_count
+    )
+    logger.info(
+        "Vocabulary pruning keeps %d of %d token ids (min_count %d)",
+        len(keep),
+        tokenizer.vocab_size,
+        min_count,
+    )
+    return keep

@@ -1,0 +1,1 @@
+"""Data: reading corpora, text normalisation and tokenisation, batches, drift profiles."""

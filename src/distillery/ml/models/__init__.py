@@ -1,0 +1,1 @@
+"""Model definitions: the text classifier, its loading, saving and artifacts."""

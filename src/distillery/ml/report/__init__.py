@@ -1,0 +1,1 @@
+"""Reporting: evaluation and gates, the classical baseline, model cards and plots."""

@@ -1,0 +1,1 @@
+"""Serving: predictors, the MLflow pyfunc bundle, the registry and latency measurement."""

@@ -1,0 +1,1 @@
+"""Training: the distributed loop, its launcher, checkpoints, losses and options."""

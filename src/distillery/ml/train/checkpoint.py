@@ -1,0 +1,303 @@
+"""Resumable training checkpoints, written atomically and read back without pickle code.
+
+Layout under ``checkpoint_dir``::
+
+    run-<hash16>/                 one folder per config hash, so runs never mix
+        run.json                  the hashed config fields and data fingerprint
+        step-00000012/            one folder per checkpoint; the last ``keep`` remain
+            config.json, classifier.json, model.safetensors   (TextClassifier.save)
+            state.pt              optimizer, scheduler, progress, RNG states
+            meta.json             hash, step, best epoch
+        best-epoch-0002/          weights of the best validation epoch so far
+
+``state.pt`` holds only tensors and plain containers and is read with
+``torch.load(weights_only=True)``, so a tampered file cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import random
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+META_FILE = "meta.json"
+RUN_FILE = "run.json"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+_BEST_DIR = re.compile(r"^best-epoch-(\d{4})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is unreadable, inconsistent or unsafe to load."""
+
+
+def config_hash(fields: dict[str, Any], data_fingerprint: str) -> str:
+    """Return the sha256 that identifies a run's result-affecting inputs.
+
+    Args:
+        fields: JSON-serializable config values that change the trained weights.
+        data_fingerprint: Digest of the training and validation data.
+
+    Returns:
+        Hex digest.
+    """
+    payload = json.dumps({"config": fields, "data": data_fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Return this process's python, numpy, torch and CUDA RNG states as tensors/plain types."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": {
+            "version": py_version,
+            "state": torch.tensor(py_state, dtype=torch.int64),
+            "gauss": py_gauss,
+        },
+        # weights_only refuses numpy arrays, so the MT19937 key travels as a tensor.
+        "numpy": {
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore RNG states captured by :func:`capture_rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            npy["key"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(state: dict[str, Any], path: str | Path) -> None:
+    """Write a training state (tensors and plain containers only) with ``torch.save``."""
+    torch.save(state, str(path))
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a ``state.pt`` with ``weights_only=True``.
+
+    Raises:
+        CheckpointError: If the file holds anything beyond tensors and plain
+            containers (e.g. a pickled object with ``__reduce__``), or is corrupt.
+    """
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise CheckpointError(
+            f"refusing to load {path}: not a plain tensor/container state ({err})"
+        ) from err
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint folder on disk."""
+
+    path: Path
+    step: int
+
+
+def _atomic_dir(parent: Path, name: str) -> Path:
+    """Return a fresh hidden temporary folder in ``parent`` for writing ``name``."""
+    tmp = parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+class CheckpointManager:
+    """Write, find, prune and read checkpoints of one config hash.
+
+    Only rank 0 calls the writing methods.
+
+    Args:
+        root: ``checkpoint_dir``.
+        run_hash: :func:`config_hash` of this run.
+        fields: The hashed config fields, kept to explain a fresh start.
+        data_fingerprint: The hashed data digest, likewise.
+        keep: Step checkpoints to keep.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        run_hash: str,
+        fields: dict[str, Any],
+        data_fingerprint: str,
+        keep: int = 2,
+    ) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.root = Path(root)
+        self.run_hash = run_hash
+        self.fields = fields
+        self.data_fingerprint = data_fingerprint
+        self.keep = keep
+        self.run_dir = self.root / f"run-{run_hash[:16]}"
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Complete checkpoints of this run, oldest first."""
+        if not self.run_dir.is_dir():
+            return []
+        found = []
+        for child in self.run_dir.iterdir():
+            match = _STEP_DIR.match(child.name)
+            if match and (child / STATE_FILE).is_file():
+                found.append(Checkpoint(child, int(match.group(1))))
+        return sorted(found, key=lambda c: c.step)
+
+    def latest(self) -> Checkpoint | None:
+        """The newest checkpoint of this run, or None."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def explain_fresh_start(self) -> str:
+        """Say why no checkpoint applies: none at all, or which inputs changed."""
+        others = []
+        if self.root.is_dir():
+            others = [
+                p / RUN_FILE
+                for p in self.root.glob("run-*")
+                if p != self.run_dir and (p / RUN_FILE).is_file()
+            ]
+        if not others:
+            return f"no checkpoint in {self.root}; starting fresh"
+        newest = max(others, key=lambda p: p.stat().st_mtime)
+        previous = json.loads(newest.read_text())
+        changes = [
+            f"{key}: {previous['config'].get(key)!r} -> {value!r}"
+            for key, value in self.fields.items()
+            if previous["config"].get(key) != value
+        ]
+        if previous.get("data") != self.data_fingerprint:
+            changes.append("training/validation data or initial weights")
+        reason = "; ".join(changes) or "hashed inputs differ"
+        return (
+            f"checkpoints in {newest.parent} were made with a different config "
+            f"({reason}); starting fresh"
+        )
+
+    def save(
+        self,
+        model: TextClassifier,
+        state: dict[str, Any],
+        step: int,
+        best_epoch: int | None,
+    ) -> Path:
+        """Write a checkpoint atomically (temp folder + rename), then prune old ones.
+
+        Args:
+            model: The unwrapped model.
+            state: Optimizer/scheduler/progress/RNG state; tensors and plain types.
+            step: Optimizer steps done.
+            best_epoch: The epoch whose weights are the best so far, kept on disk
+                while this checkpoint exists.
+
+        Returns:
+            The checkpoint folder.
+        """
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        run_file = self.run_dir / RUN_FILE
+        if not run_file.exists():
+            record = {"config": self.fields, "data": self.data_fingerprint}
+            run_file.write_text(json.dumps(record, indent=2, sort_keys=True))
+        name = f"step-{step:08d}"
+        final = self.run_dir / name
+        tmp = _atomic_dir(self.run_dir, name)
+        model.save(tmp)
+        save_state(state, tmp / STATE_FILE)
+        meta = {"config_hash": self.run_hash, "step": step, "best_epoch": best_epoch}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        if final.exists():
+            # Only a rerun of identical, deterministic steps gets here.
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self._prune(best_epoch)
+        logger.info("Wrote checkpoint %s", final)
+        return final
+
+    def save_best(self, model: TextClassifier, epoch: int) -> Path:
+        """Write the weights of a new best epoch atomically."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        name = f"best-epoch-{epoch:04d}"
+        final = self.run_dir / name
+        tmp = _atomic_dir(self.run_dir, name)
+        model.save(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+
+    def best_dir(self, epoch: int) -> Path:
+        """Folder of the best weights written for ``epoch``."""
+        return self.run_dir / f"best-epoch-{epoch:04d}"
+
+    def load(self, checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], dict]:
+        """Read a checkpoint's weights and state.
+
+        Returns:
+            ``(model_state_dict, state)``.
+
+        Raises:
+            CheckpointError: If the folder belongs to another config or its state
+                file is unsafe or corrupt.
+        """
+        meta = json.loads((checkpoint.path / META_FILE).read_text())
+        if meta.get("config_hash") != self.run_hash:
+            raise CheckpointError(
+                f"{checkpoint.path} has config hash {meta.get('config_hash')}, "
+                f"expected {self.run_hash}"
+            )
+        state = load_state(checkpoint.path / STATE_FILE)
+        weights = load_file(str(checkpoint.path / WEIGHTS_FILE))
+        return weights, state
+
+    def _prune(self, best_epoch: int | None) -> None:
+        """Drop all but the newest ``keep`` checkpoints and unreferenced best weights."""
+        found = self.checkpoints()
+        for old in found[: -self.keep]:
+            shutil.rmtree(old.path, ignore_errors=True)
+        # A kept checkpoint may point to an older best epoch; that one must survive
+        # so that resuming from it still finds its best weights.
+        referenced = {best_epoch}
+        for kept in found[-self.keep :]:
+            meta = json.loads((kept.path / META_FILE).read_text())
+            referenced.add(meta.get("best_epoch"))
+        for child in self.run_dir.iterdir():
+            match = _BEST_DIR.match(child.name)
+            if match and int(match.group(1)) not in referenced:
+                shutil.rmtree(child, ignore_errors=True)

@@ -1,0 +1,187 @@
+"""Start the training ranks with torch elastic (the torchrun API) and return rank 0's result.
+
+``launch_training`` is the entry point for callers (a Kedro node): with one process it
+runs the loop in-process, otherwise torch elastic spawns the ranks, which read the
+frames from parquet and return their :class:`TrainResult` through the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from torch.distributed.elastic.multiprocessing.errors import (
+    ChildFailedError,
+    ProcessFailure,
+)
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from distillery.ml.data.batches import (
+    TEACHER_COLUMN,
+)
+from distillery.ml.train.config import TrainConfig, TrainingFailedError, TrainResult
+from distillery.ml.train.loop import run_training
+
+logger = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------- launcher
+
+_SINGLE_PROCESS_ENV = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
+_TRANSPORT_COLUMNS = ("input_ids", "attention_mask", "label", TEACHER_COLUMN)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _describe_failures(err: ChildFailedError) -> str:
+    """Name the failed ranks, root cause first.
+
+    A rank that dies makes its peers fail in their next collective ("connection
+    closed by peer"). Elastic orders failures by whole-second timestamps, which
+    often ties; the error files' modification times tell the order reliably.
+    """
+
+    def written_at(item: tuple[int, ProcessFailure]) -> tuple[int, int]:
+        _, failure = item
+        try:
+            return 0, os.stat(failure.error_file).st_mtime_ns
+        except OSError:  # killed by a signal: no error file, so not the root cause
+            return 1, failure.timestamp
+
+    lines = []
+    for rank, failure in sorted(err.failures.items(), key=written_at):
+        message = failure.message
+        if isinstance(message, dict):
+            message = message.get("message", message)
+        lines.append(f"rank {rank} (exit code {failure.exitcode}): {message}")
+    return "training failed on " + "\nalso failed: ".join(lines)
+
+
+def _rank_entrypoint(job: dict[str, Any]) -> TrainResult | None:
+    """What each spawned rank runs: read the frames, train, return rank 0's result.
+
+    Args:
+        job: ``config`` (dict), ``data_dir``, ``labels``, ``output_dir``,
+            ``init_model_dir`` and the launcher's ``log_level``; plain types only,
+            since spawn pickles them.
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    if not logging.getLogger().handlers:
+        # Only rank 0 reports progress; the others speak up for warnings only.
+        level = (
+            job["log_level"] if rank == 0 else max(job["log_level"], logging.WARNING)
+        )
+        logging.basicConfig(
+            level=level,
+            format=f"[rank {rank}] %(asctime)s %(name)s %(levelname)s %(message)s",
+        )
+    data_dir = Path(job["data_dir"])
+    return run_training(
+        TrainConfig.from_dict(job["config"]),
+        pd.read_parquet(data_dir / "train.parquet"),
+        pd.read_parquet(data_dir / "val.parquet"),
+        job["labels"],
+        job["output_dir"],
+        init_model_dir=job["init_model_dir"],
+    )
+
+
+def launch_training(
+    config: TrainConfig,
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    labels: list[str],
+    output_dir: str | Path,
+    *,
+    init_model_dir: str | None = None,
+) -> TrainResult | None:
+    """Train on ``nproc * nnodes`` ranks and return rank 0's result.
+
+    One process runs in-process. Otherwise the frames are written once to parquet
+    under ``output_dir`` and torch elastic spawns the ranks on this node; with
+    ``nnodes > 1`` every node calls this with the same config and data.
+
+    Args:
+        config: Training settings.
+        train_df: Tokenized training rows (see :func:`run_training`).
+        val_df: Tokenized validation rows.
+        labels: Label vocabulary.
+        output_dir: Folder for ``model/``, default checkpoints and transport files.
+        init_model_dir: Saved classifier to start from instead of the pretrained
+            encoder.
+
+    Returns:
+        Global rank 0's :class:`TrainResult` on the node that hosts it; None on the
+        other nodes. torch elastic keys the results by global rank, and which node
+        hosts rank 0 is the rendezvous' choice (c10d ignores any node rank).
+
+    Raises:
+        TrainingFailedError: If any rank fails; names the rank and its error.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if config.world_size == 1:
+        return run_training(
+            config,
+            train_df,
+            val_df,
+            labels,
+            output_dir,
+            init_model_dir=init_model_dir,
+            env=_SINGLE_PROCESS_ENV,
+        )
+
+    # Ranks read parquet rather than receive pickled frames through spawn.
+    data_dir = output_dir / f".launch-{uuid.uuid4().hex[:8]}"
+    data_dir.mkdir()
+    for name, frame in (("train", train_df), ("val", val_df)):
+        columns = [c for c in _TRANSPORT_COLUMNS if c in frame.columns]
+        frame[columns].reset_index(drop=True).to_parquet(data_dir / f"{name}.parquet")
+    endpoint = config.rdzv_endpoint or f"127.0.0.1:{_free_port()}"
+    launch_config = LaunchConfig(
+        min_nodes=config.nnodes,
+        max_nodes=config.nnodes,
+        nproc_per_node=config.nproc,
+        rdzv_backend=config.rdzv_backend,
+        rdzv_endpoint=endpoint,
+        run_id=config.rdzv_id or uuid.uuid4().hex,
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
+    logger.info(
+        "Launching %d x %d ranks (rendezvous %s at %s)",
+        config.nnodes,
+        config.nproc,
+        config.rdzv_backend,
+        endpoint,
+    )
+    try:
+        job = {
+            "config": config.to_dict(),
+            "data_dir": str(data_dir),
+            "labels": list(labels),
+            "output_dir": str(output_dir),
+            "init_model_dir": init_model_dir,
+            "log_level": logging.getLogger().getEffectiveLevel(),
+        }
+        results = elastic_launch(launch_config, _rank_entrypoint)(job)
+    except ChildFailedError as err:
+        raise TrainingFailedError(_describe_failures(err)) from err
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    if 0 not in results:
+        logger.info(
+            "Global ranks %s on this node finished; rank 0 ran on another node",
+            sorted(results),
+        )
+    return results.get(0)
