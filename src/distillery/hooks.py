@@ -50,6 +50,9 @@ class RunLockHook:
             distillery.runlock.RunLockedError: another run holds it (names the lock
                 file and the holder's pid).
         """
+        # A previous run in this process ended (Airflow's `dags test` runs every
+        # task in one process) even if a hook failed before this one released.
+        self._release()
         if lock_disabled():
             logger.warning("Project run lock off (DISTILLERY_RUN_LOCK=0)")
             return

@@ -219,3 +219,17 @@ def test_meta_is_written_last_and_a_folder_without_it_is_no_checkpoint(
     assert not list(saved.glob(".*"))  # no partial meta left behind
     (saved / META_FILE).unlink()
     assert manager.checkpoints() == []
+
+
+def test_a_checkpoint_without_checksums_is_used_with_a_warning(
+    tmp_path: Path, tiny_model: TextClassifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CheckpointManager(tmp_path, "1" * 64, {"lr": 1.0}, "data")
+    saved = manager.save(tiny_model, {"step": 2}, step=2, best_epoch=None)
+    meta = json.loads((saved / META_FILE).read_text())
+    del meta["files"], meta["best_files"]
+    (saved / META_FILE).write_text(json.dumps(meta))  # as older versions wrote it
+    with caplog.at_level(logging.WARNING, logger="distillery.ml.train.checkpoint"):
+        assert manager.latest() == manager.checkpoints()[-1]
+    assert "has no checksums" in caplog.text
+    assert manager.load(manager.latest())[1] == {"step": 2}
