@@ -1,14 +1,17 @@
-"""Project hooks: a Dask client for the nodes that need one, and per-stage wall times."""
+"""Project hooks: one run per project, a Dask client, per-stage wall times, checks."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
+
+from distillery.runlock import LOCK_FILE, RunLock, lock_disabled
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +26,54 @@ STAGE_TAGS = (
     "compress",
     "promote",
 )
+
+
+class RunLockHook:
+    """Refuse a second ``kedro run`` in the same project while one is running.
+
+    The lock (:mod:`distillery.runlock`, ``data/.distillery.lock``) is taken before
+    any other hook's ``before_pipeline_run`` (so no MLflow run starts) and dropped
+    when the pipeline ends or fails; sessions that run nothing (``kedro viz``, a
+    notebook, an Airflow task reading the catalog) never take it. Each Airflow task
+    is one run and the DAG's tasks run one after another, so they take it in turn.
+    ``DISTILLERY_RUN_LOCK=0`` turns it off.
+    """
+
+    def __init__(self) -> None:
+        self._lock: RunLock | None = None
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        """Take the project lock.
+
+        Raises:
+            distillery.runlock.RunLockedError: another run holds it (names the lock
+                file and the holder's pid).
+        """
+        # A previous run in this process ended (Airflow's `dags test` runs every
+        # task in one process) even if a hook failed before this one released.
+        self._release()
+        if lock_disabled():
+            logger.warning("Project run lock off (DISTILLERY_RUN_LOCK=0)")
+            return
+        lock = RunLock(Path(run_params["project_path"]) / LOCK_FILE)
+        lock.acquire()
+        self._lock = lock
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        """Drop the lock."""
+        self._release()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        """Drop the lock after a failure too."""
+        self._release()
 
 
 class DaskHook:

@@ -5,11 +5,18 @@ from pathlib import Path
 from distillery.hooks import (
     AirflowRunTagsHook,
     DaskHook,
+    RunLockHook,
     StageTimerHook,
     TrackingCheckHook,
 )
 
-HOOKS = (TrackingCheckHook(), DaskHook(), StageTimerHook(), AirflowRunTagsHook())
+HOOKS = (
+    RunLockHook(),
+    TrackingCheckHook(),
+    DaskHook(),
+    StageTimerHook(),
+    AirflowRunTagsHook(),
+)
 
 CONFIG_LOADER_ARGS = {
     "base_env": "base",

@@ -1,8 +1,9 @@
-"""Checkpoint files: safe loading, RNG round trips, rotation and fresh-start reasons."""
+"""Checkpoint files: safe loading, checksums, RNG round trips, rotation, fresh starts."""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -10,13 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from distillery.ml.models.modeling import TextClassifier
+from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
 from distillery.ml.train.checkpoint import (
+    META_FILE,
     STATE_FILE,
     CheckpointError,
     CheckpointManager,
     capture_rng_state,
     config_hash,
+    file_sha256,
     load_state,
     restore_rng_state,
     save_state,
@@ -71,8 +74,14 @@ def test_manager_refuses_a_tampered_checkpoint(
     saved = manager.save(tiny_model, {"step": 1}, step=1, best_epoch=None)
     marker = tmp_path / "pwned"
     torch.save({"step": _Payload(marker)}, str(saved / STATE_FILE))
-    with pytest.raises(CheckpointError):
-        manager.load(manager.latest())
+    # Whoever can write the state can rewrite its checksum too: load stays safe.
+    meta = json.loads((saved / META_FILE).read_text())
+    meta["files"][STATE_FILE] = file_sha256(saved / STATE_FILE)
+    (saved / META_FILE).write_text(json.dumps(meta))
+    checkpoint = manager.latest()
+    assert checkpoint is not None
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        manager.load(checkpoint)
     assert not marker.exists()
 
 
@@ -104,8 +113,9 @@ def test_a_checkpoint_of_another_hash_is_refused(
     saved = first.save(tiny_model, {"step": 1}, step=1, best_epoch=None)
     meta = json.loads((saved / "meta.json").read_text())
     (saved / "meta.json").write_text(json.dumps({**meta, "config_hash": "d" * 64}))
+    assert first.latest() is None
     with pytest.raises(CheckpointError, match="config hash"):
-        first.load(first.latest())
+        first.load(first.checkpoints()[-1])
 
 
 def test_fresh_start_names_the_changed_field(
@@ -127,3 +137,99 @@ def test_config_hash_depends_on_fields_and_data() -> None:
     assert base == config_hash({"b": 2, "a": 1}, "data")
     assert base != config_hash({"a": 1, "b": 3}, "data")
     assert base != config_hash({"a": 1, "b": 2}, "other data")
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "name"),
+    [
+        (_truncate, WEIGHTS_FILE),
+        (_flip_a_byte, WEIGHTS_FILE),
+        (_truncate, STATE_FILE),
+        (_flip_a_byte, STATE_FILE),
+        (lambda path: path.unlink(), "config.json"),
+    ],
+)
+def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
+    tmp_path: Path,
+    tiny_model: TextClassifier,
+    caplog: pytest.LogCaptureFixture,
+    damage,
+    name: str,
+) -> None:
+    manager = CheckpointManager(tmp_path, "e" * 64, {"lr": 1.0}, "data")
+    manager.save(tiny_model, {"step": 2}, step=2, best_epoch=None)
+    head_at_step_2 = tiny_model.head.weight.detach().clone()
+    with torch.no_grad():
+        tiny_model.head.weight.add_(1.0)
+    newest = manager.save(tiny_model, {"step": 4}, step=4, best_epoch=None)
+    damage(newest / name)
+
+    with caplog.at_level(logging.WARNING, logger="distillery.ml.train.checkpoint"):
+        checkpoint = manager.latest()
+    assert checkpoint is not None and checkpoint.step == 2
+    assert str(newest / name) in caplog.text  # the warning names the file
+    assert [path for path, _ in manager.skipped] == [newest]
+    weights, state = manager.load(checkpoint)
+    assert state == {"step": 2}
+    assert torch.equal(weights["head.weight"], head_at_step_2)
+    with pytest.raises(CheckpointError, match=name):
+        manager.load(manager.checkpoints()[-1])
+
+
+def test_damaged_best_weights_skip_the_checkpoints_that_end_with_them(
+    tmp_path: Path, tiny_model: TextClassifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CheckpointManager(tmp_path, "f" * 64, {"lr": 1.0}, "data", keep=3)
+    manager.save_best(tiny_model, epoch=1)
+    manager.save(tiny_model, {"step": 2}, step=2, best_epoch=1)
+    manager.save_best(tiny_model, epoch=2)
+    manager.save(tiny_model, {"step": 4}, step=4, best_epoch=2)
+    manager.save(tiny_model, {"step": 6}, step=6, best_epoch=2)
+    best_weights = manager.best_dir(2) / WEIGHTS_FILE
+    _truncate(best_weights)
+
+    with caplog.at_level(logging.WARNING, logger="distillery.ml.train.checkpoint"):
+        checkpoint = manager.latest()
+    assert checkpoint is not None and checkpoint.step == 2  # its best epoch is whole
+    assert caplog.text.count(str(best_weights)) == 2  # steps 6 and 4 skipped
+
+    _truncate(manager.best_dir(1) / WEIGHTS_FILE)
+    assert manager.latest() is None
+    assert "3 failed their checksums" in manager.explain_fresh_start()
+
+
+def test_meta_is_written_last_and_a_folder_without_it_is_no_checkpoint(
+    tmp_path: Path, tiny_model: TextClassifier
+) -> None:
+    manager = CheckpointManager(tmp_path, "0" * 64, {"lr": 1.0}, "data")
+    saved = manager.save(tiny_model, {"step": 2}, step=2, best_epoch=None)
+    meta = json.loads((saved / META_FILE).read_text())
+    assert set(meta["files"]) == {p.name for p in saved.iterdir()} - {META_FILE}
+    assert meta["files"][WEIGHTS_FILE] == file_sha256(saved / WEIGHTS_FILE)
+    assert not list(saved.glob(".*"))  # no partial meta left behind
+    (saved / META_FILE).unlink()
+    assert manager.checkpoints() == []
+
+
+def test_a_checkpoint_without_checksums_is_used_with_a_warning(
+    tmp_path: Path, tiny_model: TextClassifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = CheckpointManager(tmp_path, "1" * 64, {"lr": 1.0}, "data")
+    saved = manager.save(tiny_model, {"step": 2}, step=2, best_epoch=None)
+    meta = json.loads((saved / META_FILE).read_text())
+    del meta["files"], meta["best_files"]
+    (saved / META_FILE).write_text(json.dumps(meta))  # as older versions wrote it
+    with caplog.at_level(logging.WARNING, logger="distillery.ml.train.checkpoint"):
+        assert manager.latest() == manager.checkpoints()[-1]
+    assert "has no checksums" in caplog.text
+    assert manager.load(manager.latest())[1] == {"step": 2}

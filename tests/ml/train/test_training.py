@@ -55,6 +55,7 @@ def _last_checkpoint(config: TrainConfig) -> Path:
         ({"max_steps": "10"}, "max_steps must be int | None"),
         ({"nnodes": 2}, "rdzv_endpoint is required"),
         ({"fail_rank": 3, "nproc": 2}, "fail_rank must be a valid rank"),
+        ({"max_restarts": -1}, "max_restarts must be >= 0"),
     ],
 )
 def test_config_rejects_bad_values(changes: dict, message: str) -> None:
@@ -427,7 +428,8 @@ def test_a_failing_rank_fails_the_launch(
     splits: Splits,
     tmp_path: Path,
 ) -> None:
-    faulty = replace(base_config, nproc=2, fail_at_step=2, fail_rank=1)
+    # No restart: a restarted group would resume past the injected step and succeed.
+    faulty = replace(base_config, nproc=2, fail_at_step=2, fail_rank=1, max_restarts=0)
     started = time.monotonic()
     with pytest.raises(TrainingFailedError, match="rank 1") as failure:
         launch_training(

@@ -7,9 +7,14 @@ Layout under ``checkpoint_dir``::
         step-00000012/            one folder per checkpoint; the last ``keep`` remain
             config.json, classifier.json, model.safetensors   (TextClassifier.save)
             state.pt              optimizer, scheduler, progress, RNG states
-            meta.json             hash, step, best epoch
+            meta.json             hash, step, best epoch and the sha256 of every
+                                  file above and of the best epoch's files; last
         best-epoch-0002/          weights of the best validation epoch so far
 
+``meta.json`` is written last, so a folder without it is incomplete. Resuming checks
+every recorded sha256: a truncated or altered file (the step's weights or state, or
+the best epoch's weights the run would end with) makes the checkpoint skipped, with
+a warning naming the file, in favour of the newest one that checks out.
 ``state.pt`` holds only tensors and plain containers and is read with
 ``torch.load(weights_only=True)``, so a tampered file cannot run code on load.
 """
@@ -60,6 +65,30 @@ def config_hash(fields: dict[str, Any], data_fingerprint: str) -> str:
     """
     payload = json.dumps({"config": fields, "data": data_fingerprint}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _folder_digests(folder: Path, prefix: str = "") -> dict[str, str]:
+    """sha256 of each file directly in ``folder``, keyed ``prefix + name``."""
+    return {
+        prefix + child.name: file_sha256(child)
+        for child in sorted(folder.iterdir())
+        if child.is_file()
+    }
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    """A checkpoint's ``meta.json``, or None when it is unreadable."""
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -168,6 +197,7 @@ class CheckpointManager:
         self.data_fingerprint = data_fingerprint
         self.keep = keep
         self.run_dir = self.root / f"run-{run_hash[:16]}"
+        self.skipped: list[tuple[Path, str]] = []  # (checkpoint, problem) of latest()
 
     def checkpoints(self) -> list[Checkpoint]:
         """Complete checkpoints of this run, oldest first."""
@@ -176,14 +206,70 @@ class CheckpointManager:
         found = []
         for child in self.run_dir.iterdir():
             match = _STEP_DIR.match(child.name)
-            if match and (child / STATE_FILE).is_file():
+            if match and (child / META_FILE).is_file():
                 found.append(Checkpoint(child, int(match.group(1))))
         return sorted(found, key=lambda c: c.step)
 
     def latest(self) -> Checkpoint | None:
-        """The newest checkpoint of this run, or None."""
-        found = self.checkpoints()
-        return found[-1] if found else None
+        """The newest checkpoint of this run whose files match their checksums.
+
+        A checkpoint that fails :meth:`verify` is skipped with a warning naming the
+        file, and recorded in :attr:`skipped`.
+
+        Returns:
+            The checkpoint, or None when there is no intact one.
+        """
+        self.skipped = []
+        for checkpoint in reversed(self.checkpoints()):
+            problem = self.verify(checkpoint)
+            if problem is None:
+                return checkpoint
+            self.skipped.append((checkpoint.path, problem))
+            logger.warning(
+                "Skipping checkpoint step %d: %s; trying the previous one",
+                checkpoint.step,
+                problem,
+            )
+        return None
+
+    def verify(self, checkpoint: Checkpoint) -> str | None:
+        """Check a checkpoint's config hash and the sha256 of each of its files.
+
+        The best epoch's weights it refers to are checked too: a resumed run ends
+        with them. A checkpoint written before checksums were recorded is accepted
+        with a warning.
+
+        Returns:
+            None when it checks out, else what is wrong, naming the file.
+        """
+        meta = _read_meta(checkpoint.path)
+        if meta is None:
+            return f"{checkpoint.path / META_FILE} is unreadable"
+        if meta.get("config_hash") != self.run_hash:
+            return (
+                f"{checkpoint.path} has config hash {meta.get('config_hash')}, "
+                f"expected {self.run_hash}"
+            )
+        if "files" not in meta:
+            logger.warning(
+                "Checkpoint %s has no checksums (written by an older version); "
+                "using it unverified",
+                checkpoint.path,
+            )
+            return None
+        expected = {
+            checkpoint.path / name: digest for name, digest in meta["files"].items()
+        }
+        expected |= {
+            self.run_dir / name: digest
+            for name, digest in (meta.get("best_files") or {}).items()
+        }
+        for path, digest in expected.items():
+            if not path.is_file():
+                return f"{path} is missing"
+            if file_sha256(path) != digest:
+                return f"{path} does not match its sha256 (truncated or altered)"
+        return None
 
     def explain_fresh_start(self) -> str:
         """Say why no checkpoint applies: none at all, or which inputs changed."""
@@ -194,6 +280,11 @@ class CheckpointManager:
                 for p in self.root.glob("run-*")
                 if p != self.run_dir and (p / RUN_FILE).is_file()
             ]
+        if self.skipped:
+            return (
+                f"no intact checkpoint in {self.run_dir} ({len(self.skipped)} "
+                "failed their checksums, see the warnings above); starting fresh"
+            )
         if not others:
             return f"no checkpoint in {self.root}; starting fresh"
         newest = max(others, key=lambda p: p.stat().st_mtime)
@@ -220,6 +311,9 @@ class CheckpointManager:
     ) -> Path:
         """Write a checkpoint atomically (temp folder + rename), then prune old ones.
 
+        ``meta.json`` goes last and records the sha256 of every file, and of the
+        files of ``best_epoch``'s weights.
+
         Args:
             model: The unwrapped model.
             state: Optimizer/scheduler/progress/RNG state; tensors and plain types.
@@ -240,8 +334,21 @@ class CheckpointManager:
         tmp = _atomic_dir(self.run_dir, name)
         model.save(tmp)
         save_state(state, tmp / STATE_FILE)
-        meta = {"config_hash": self.run_hash, "step": step, "best_epoch": best_epoch}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+        best = self.best_dir(best_epoch) if best_epoch is not None else None
+        meta = {
+            "config_hash": self.run_hash,
+            "step": step,
+            "best_epoch": best_epoch,
+            "files": _folder_digests(tmp),
+            "best_files": (
+                _folder_digests(best, f"{best.name}/")
+                if best is not None and best.is_dir()
+                else None
+            ),
+        }
+        partial = tmp / f".{META_FILE}.partial"
+        partial.write_text(json.dumps(meta, indent=2))
+        os.replace(partial, tmp / META_FILE)
         if final.exists():
             # Only a rerun of identical, deterministic steps gets here.
             shutil.rmtree(final)
@@ -273,15 +380,12 @@ class CheckpointManager:
             ``(model_state_dict, state)``.
 
         Raises:
-            CheckpointError: If the folder belongs to another config or its state
-                file is unsafe or corrupt.
+            CheckpointError: If the folder belongs to another config, a file fails
+                its checksum (see :meth:`verify`), or the state file is unsafe.
         """
-        meta = json.loads((checkpoint.path / META_FILE).read_text())
-        if meta.get("config_hash") != self.run_hash:
-            raise CheckpointError(
-                f"{checkpoint.path} has config hash {meta.get('config_hash')}, "
-                f"expected {self.run_hash}"
-            )
+        problem = self.verify(checkpoint)
+        if problem is not None:
+            raise CheckpointError(problem)
         state = load_state(checkpoint.path / STATE_FILE)
         weights = load_file(str(checkpoint.path / WEIGHTS_FILE))
         return weights, state
@@ -295,8 +399,7 @@ class CheckpointManager:
         # so that resuming from it still finds its best weights.
         referenced = {best_epoch}
         for kept in found[-self.keep :]:
-            meta = json.loads((kept.path / META_FILE).read_text())
-            referenced.add(meta.get("best_epoch"))
+            referenced.add((_read_meta(kept.path) or {}).get("best_epoch"))
         for child in self.run_dir.iterdir():
             match = _BEST_DIR.match(child.name)
             if match and int(match.group(1)) not in referenced:

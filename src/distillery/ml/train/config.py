@@ -18,6 +18,7 @@ _UNHASHED_FIELDS = frozenset(
         "rdzv_endpoint",
         "rdzv_backend",
         "rdzv_id",
+        "max_restarts",
         "checkpoint_dir",
         "checkpoint_every_steps",
         "num_threads",
@@ -78,6 +79,8 @@ class TrainConfig:
             (single node only).
         rdzv_backend: torch elastic rendezvous backend.
         rdzv_id: Rendezvous run id shared by all nodes; None draws one (single node).
+        max_restarts: Times torch elastic restarts all ranks (from the latest
+            checkpoint) after one fails or is killed; 0 fails at once.
         checkpoint_dir: Checkpoint folder; None means ``<output_dir>/checkpoints``.
         checkpoint_every_steps: Optimizer steps between checkpoints (epoch ends are
             always checkpointed); None checkpoints at epoch ends only.
@@ -118,6 +121,7 @@ class TrainConfig:
     rdzv_endpoint: str | None = None
     rdzv_backend: str = "c10d"
     rdzv_id: str | None = None
+    max_restarts: int = 1
     checkpoint_dir: str | None = None
     checkpoint_every_steps: int | None = 500
     freeze_embeddings: bool = False
@@ -170,6 +174,7 @@ class TrainConfig:
                 self.nnodes == 1 or bool(self.rdzv_id),
                 "rdzv_id is required when nnodes > 1 (all nodes must share it)",
             ),
+            (self.max_restarts >= 0, "max_restarts must be >= 0"),
             (
                 self.checkpoint_every_steps is None or self.checkpoint_every_steps >= 1,
                 "checkpoint_every_steps must be >= 1 or null",

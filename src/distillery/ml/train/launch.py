@@ -11,7 +11,10 @@ import logging
 import os
 import shutil
 import socket
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,11 @@ logger = logging.getLogger(__name__)
 
 _SINGLE_PROCESS_ENV = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}
 _TRANSPORT_COLUMNS = ("input_ids", "attention_mask", "label", TEACHER_COLUMN)
+_MONITOR_INTERVAL_S = 0.5
+# A rank that fails waits this long before exiting; see _rank_entrypoint.
+_PEER_GRACE_S = 4 * _MONITOR_INTERVAL_S
+PID_FILE = "rank-{rank}.pid"
+_SHARE_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
 
 
 def _free_port() -> int:
@@ -46,24 +54,52 @@ def _describe_failures(err: ChildFailedError) -> str:
     """Name the failed ranks, root cause first.
 
     A rank that dies makes its peers fail in their next collective ("connection
-    closed by peer"). Elastic orders failures by whole-second timestamps, which
-    often ties; the error files' modification times tell the order reliably.
+    closed by peer"). A rank killed by a signal (SIGKILL, the out-of-memory killer)
+    writes no error file and comes first; the others follow in the order their
+    error files were written (elastic's whole-second timestamps often tie).
     """
 
     def written_at(item: tuple[int, ProcessFailure]) -> tuple[int, int]:
         _, failure = item
+        if failure.exitcode < 0:
+            return 0, failure.timestamp
         try:
-            return 0, os.stat(failure.error_file).st_mtime_ns
-        except OSError:  # killed by a signal: no error file, so not the root cause
-            return 1, failure.timestamp
+            return 1, os.stat(failure.error_file).st_mtime_ns
+        except OSError:
+            return 2, failure.timestamp
 
     lines = []
     for rank, failure in sorted(err.failures.items(), key=written_at):
         message = failure.message
         if isinstance(message, dict):
             message = message.get("message", message)
-        lines.append(f"rank {rank} (exit code {failure.exitcode}): {message}")
+        cause = (
+            f"killed by {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"exit code {failure.exitcode}"
+        )
+        lines.append(f"rank {rank} ({cause}): {message}")
     return "training failed on " + "\nalso failed: ".join(lines)
+
+
+@contextmanager
+def _store_per_attempt() -> Iterator[None]:
+    """Give every restart attempt a fresh store for the ranks' process group.
+
+    By default the c10d rendezvous shares its TCP store with the ranks for all
+    attempts, and a restarted group finds the dead group's gloo addresses under the
+    same keys ("Gloo connectFullMesh failed ... Connection refused"). With sharing
+    off, rank 0 hosts a new store on a free port at every attempt.
+    """
+    previous = os.environ.get(_SHARE_STORE_ENV)
+    os.environ[_SHARE_STORE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(_SHARE_STORE_ENV, None)
+        else:
+            os.environ[_SHARE_STORE_ENV] = previous
 
 
 def _rank_entrypoint(job: dict[str, Any]) -> TrainResult | None:
@@ -73,8 +109,14 @@ def _rank_entrypoint(job: dict[str, Any]) -> TrainResult | None:
         job: ``config`` (dict), ``data_dir``, ``labels``, ``output_dir``,
             ``init_model_dir`` and the launcher's ``log_level``; plain types only,
             since spawn pickles them.
+
+    Each rank writes its process id to ``rank-<RANK>.pid`` in ``data_dir``, so an
+    operator (or a fault test) can tell the rank processes apart; a restarted rank
+    overwrites its file.
     """
     rank = int(os.environ.get("RANK", "0"))
+    data_dir = Path(job["data_dir"])
+    (data_dir / PID_FILE.format(rank=rank)).write_text(f"{os.getpid()}\n")
     if not logging.getLogger().handlers:
         # Only rank 0 reports progress; the others speak up for warnings only.
         level = (
@@ -84,15 +126,24 @@ def _rank_entrypoint(job: dict[str, Any]) -> TrainResult | None:
             level=level,
             format=f"[rank {rank}] %(asctime)s %(name)s %(levelname)s %(message)s",
         )
-    data_dir = Path(job["data_dir"])
-    return run_training(
-        TrainConfig.from_dict(job["config"]),
-        pd.read_parquet(data_dir / "train.parquet"),
-        pd.read_parquet(data_dir / "val.parquet"),
-        job["labels"],
-        job["output_dir"],
-        init_model_dir=job["init_model_dir"],
-    )
+    try:
+        return run_training(
+            TrainConfig.from_dict(job["config"]),
+            pd.read_parquet(data_dir / "train.parquet"),
+            pd.read_parquet(data_dir / "val.parquet"),
+            job["labels"],
+            job["output_dir"],
+            init_model_dir=job["init_model_dir"],
+        )
+    except Exception:
+        # A peer killed outright (SIGKILL, the out-of-memory killer) writes no error
+        # and this rank then fails in its next collective ("connection closed by
+        # peer"). The agent reports the first failed rank it polls, in rank order,
+        # so this rank stays a few polls longer: the dead peer is reported, not this
+        # rank's echo of it. A rank that fails first keeps its peers blocked in a
+        # collective meanwhile, so it is still the one reported.
+        time.sleep(_PEER_GRACE_S)
+        raise
 
 
 def launch_training(
@@ -108,7 +159,9 @@ def launch_training(
 
     One process runs in-process. Otherwise the frames are written once to parquet
     under ``output_dir`` and torch elastic spawns the ranks on this node; with
-    ``nnodes > 1`` every node calls this with the same config and data.
+    ``nnodes > 1`` every node calls this with the same config and data. When a rank
+    fails or is killed, torch elastic stops the others and restarts all of them up to
+    ``config.max_restarts`` times; each restart resumes from the latest checkpoint.
 
     Args:
         config: Training settings.
@@ -125,7 +178,8 @@ def launch_training(
         hosts rank 0 is the rendezvous' choice (c10d ignores any node rank).
 
     Raises:
-        TrainingFailedError: If any rank fails; names the rank and its error.
+        TrainingFailedError: If a rank fails with no restart left; names the rank
+            and its error (or the signal that killed it).
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -148,22 +202,25 @@ def launch_training(
         frame[columns].reset_index(drop=True).to_parquet(data_dir / f"{name}.parquet")
     endpoint = config.rdzv_endpoint or f"127.0.0.1:{_free_port()}"
     launch_config = LaunchConfig(
+        # Single node: the ranks' store binds 127.0.0.1, not the host's name.
+        local_addr=None if config.rdzv_endpoint else "127.0.0.1",
         min_nodes=config.nnodes,
         max_nodes=config.nnodes,
         nproc_per_node=config.nproc,
         rdzv_backend=config.rdzv_backend,
         rdzv_endpoint=endpoint,
         run_id=config.rdzv_id or uuid.uuid4().hex,
-        max_restarts=0,
-        monitor_interval=0.5,
+        max_restarts=config.max_restarts,
+        monitor_interval=_MONITOR_INTERVAL_S,
         start_method="spawn",
     )
     logger.info(
-        "Launching %d x %d ranks (rendezvous %s at %s)",
+        "Launching %d x %d ranks (rendezvous %s at %s; up to %d restart(s))",
         config.nnodes,
         config.nproc,
         config.rdzv_backend,
         endpoint,
+        config.max_restarts,
     )
     try:
         job = {
@@ -174,7 +231,8 @@ def launch_training(
             "init_model_dir": init_model_dir,
             "log_level": logging.getLogger().getEffectiveLevel(),
         }
-        results = elastic_launch(launch_config, _rank_entrypoint)(job)
+        with _store_per_attempt():
+            results = elastic_launch(launch_config, _rank_entrypoint)(job)
     except ChildFailedError as err:
         raise TrainingFailedError(_describe_failures(err)) from err
     finally:
