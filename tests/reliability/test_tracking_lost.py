@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import signal
 import socket
@@ -336,3 +337,52 @@ def test_losing_the_server_mid_registration_leaves_the_registry_whole(
     assert _registry() == ({1: True, 2: True, 3: True}, 3)
     served = mlflow.pyfunc.load_model(again["alias_uri"])
     assert len(served.predict(pd.DataFrame({"text": ["ok", ""]}))) == 2
+
+
+@pytest.mark.timeout(480)
+def test_kedro_run_that_loses_the_server_stops_and_reruns(
+    project: Path,
+    kedro_run: Callable[..., subprocess.CompletedProcess],
+    tracking: Callable[..., FaultRelay],
+) -> None:
+    relay = tracking(lambda m, p: m == "PUT" and "/mlflow-artifacts/" in p)
+    uri = f"http://127.0.0.1:{relay.httpd.server_port}"
+    # The test environment stands in for conf/local; artifacts go through the server
+    # (the base config writes them to a local folder, which a lost server spares).
+    (project / "conf/test/mlflow.yml").write_text(
+        f"server:\n  mlflow_tracking_uri: {uri}\n"
+        "tracking:\n  experiment:\n    name: distillery\n"
+        "    create_experiment_kwargs:\n      artifact_location: null\n"
+    )
+
+    # The server dies as the first node's MLflow artifact (source_manifest) is saved.
+    lost = kedro_run("--pipeline", "ingest", timeout=240)
+
+    output = " ".join((lost.stdout + lost.stderr).split())  # rich wraps lines
+    assert relay.killed_at is not None, f"never reached; saw {relay.seen}"
+    assert lost.returncode != 0
+    # The last error says what happened; the cause (saving source_manifest) is above.
+    assert (
+        f"TrackingLostError: MLflow tracking server {uri} stopped answering" in output
+    )
+    assert "Outputs saved before the failure are complete on disk" in output
+    assert (
+        "Failed while saving data to dataset" in output and "source_manifest" in output
+    )
+    assert "Running node: standardize_corpus_node" not in output  # it stopped there
+    # The node's outputs on disk are whole: the Parquet copy and the local JSON.
+    raw = pd.read_parquet(project / "data/01_raw/raw_corpus.parquet")
+    manifest = json.loads((project / "data/01_raw/source_manifest.json").read_text())
+    assert manifest["rows"] == len(raw) > 0
+
+    tracking()  # restarted on the same database and artifact folder
+    rerun = kedro_run("--pipeline", "ingest", timeout=240)
+
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
+    assert (project / "data/02_intermediate/ingested_texts.parquet").is_file()
+    client = MlflowClient()
+    (experiment,) = client.search_experiments(filter_string="name = 'distillery'")
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+    assert [r.info.status for r in runs][-1] == "FINISHED"
+    artifacts = [f.path for f in client.list_artifacts(runs[-1].info.run_id)]
+    assert "source_manifest.json" in artifacts
