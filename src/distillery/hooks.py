@@ -240,13 +240,19 @@ class StageTimerHook:
 
 
 class TrackingCheckHook:
-    """Fail at the start, with a clear message, when the MLflow server is unreachable.
+    """Fail with a clear message when the MLflow server is unreachable, or goes away.
 
-    Runs before kedro-mlflow's own set-up (``tryfirst``), which would otherwise retry
-    for minutes and fail with a bare connection error.
+    At the start the check runs before kedro-mlflow's own set-up (``tryfirst``), which
+    would otherwise retry for minutes and fail with a bare connection error. When the
+    server dies during the run, kedro-mlflow's clean-up fails too (it cannot mark the
+    run FAILED) and its connection error would end the run; this hook replaces that
+    last error with one that says what happened and what is on disk.
     """
 
     timeout_s = 5.0
+
+    def __init__(self) -> None:
+        self._uri = ""
 
     @hook_impl(tryfirst=True)
     def after_context_created(self, context: Any) -> None:
@@ -264,21 +270,66 @@ class TrackingCheckHook:
         )
         if not str(uri).startswith(("http://", "https://")):
             return
-        import urllib.error  # noqa: PLC0415
-        import urllib.request  # noqa: PLC0415
-
-        try:
-            with urllib.request.urlopen(
-                f"{uri.rstrip('/')}/health", timeout=self.timeout_s
-            ):
-                pass
-        except (urllib.error.URLError, OSError) as exc:
+        self._uri = str(uri)
+        exc = self._unreachable()
+        if exc is not None:
             raise RuntimeError(
                 f"MLflow tracking server {uri} is unreachable ({exc}). Start it, or set "
                 "server.mlflow_tracking_uri in conf/local/mlflow.yml to a reachable "
                 "server (the project default is sqlite:///mlflow.db). Nothing was run."
             ) from exc
         logger.info("MLflow tracking server %s is reachable", uri)
+
+    @hook_impl(wrapper=True)
+    def on_pipeline_error(self, error: Exception) -> Any:
+        """Turn a clean-up that failed because the server is gone into a clear error.
+
+        Raises:
+            TrackingLostError: another ``on_pipeline_error`` hook (kedro-mlflow's)
+                failed and the server no longer answers ``/health``.
+        """
+        import mlflow  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+        run = mlflow.active_run()  # local; kedro-mlflow's clean-up pops it
+        run_id = run.info.run_id if run is not None else "of this run"
+        try:
+            return (yield)
+        except (MlflowException, OSError) as hook_error:
+            lost = self._unreachable() if self._uri else None
+            if lost is None:
+                raise
+            raise TrackingLostError(
+                f"MLflow tracking server {self._uri} stopped answering during the run "
+                f"({lost}). The run failed with {type(error).__name__}: "
+                f"{_shorten(str(error))}. Outputs saved before the failure are complete "
+                f"on disk; MLflow run {run_id} could not be closed and stays RUNNING "
+                "there. Restart the server and run again (where Kedro lists nodes "
+                "to resume from, --from-nodes skips the finished ones)."
+            ) from hook_error
+
+    def _unreachable(self) -> OSError | None:
+        """The error of a ``GET /health`` on the server, or None if it answers."""
+        import urllib.error  # noqa: PLC0415
+        import urllib.request  # noqa: PLC0415
+
+        try:
+            with urllib.request.urlopen(
+                f"{self._uri.rstrip('/')}/health", timeout=self.timeout_s
+            ):
+                return None
+        except (urllib.error.URLError, OSError) as exc:
+            return exc
+
+
+def _shorten(text: str, limit: int = 400) -> str:
+    """``text`` on one line, cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else f"{flat[: limit - 3]}..."
+
+
+class TrackingLostError(RuntimeError):
+    """The MLflow tracking server went away during a ``kedro run``."""
 
 
 class AirflowRunTagsHook:

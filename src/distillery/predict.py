@@ -4,6 +4,17 @@ Usage::
 
     python -m distillery.predict "great flight" "lost my bag again"
     python -m distillery.predict --model path/to/bundle --json --threads 2 "ok"
+    python -m distillery.predict --input tweets.txt            # one text per line
+    python -m distillery.predict --input tweets.csv --column body --output out.parquet
+    cat tweets.txt | python -m distillery.predict --output out.jsonl
+
+Texts come from the command line, from ``--input`` (``.txt``: one per line;
+``.csv``, ``.parquet``, ``.jsonl``: the column named by ``--column``, default
+``text``; ``-``: standard input, one per line) or, with neither, from standard
+input when it is not a terminal. Results go to standard output (a line per text)
+or, with ``--output``, to a ``.csv``, ``.parquet`` or ``.jsonl`` file holding
+``text``, ``label`` and one ``prob_<label>`` column per class, row *i* for input
+row *i*. File and standard-input runs show a progress bar on standard error.
 
 By default the newest bundle written by ``kedro run`` is used:
 ``data/06_models/student_onnx/<version>/student_onnx/`` relative to the current
@@ -14,12 +25,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 DEFAULT_MODEL_ROOT = Path("data/06_models/student_onnx")
 _BUNDLE_MARKER = "serving.json"  # distillery.ml.serving.CONFIG_FILE, kept import-free
+DEFAULT_COLUMN = "text"
+TABLE_FORMATS = (".csv", ".parquet", ".jsonl")  # read a column; also output formats
+LINE_FORMATS = (".txt",)
+CHUNK_SIZE = 512  # texts per predict call: the progress bar's step
+
+
+class InputError(ValueError):
+    """The texts to classify cannot be read (missing file, column, bad values)."""
 
 
 def find_latest_bundle(root: str | Path) -> Path | None:
@@ -72,13 +93,136 @@ def format_prediction(
     return f"{label}\t{shown}\t{text}"
 
 
+def read_lines(stream: IO[str]) -> list[str]:
+    """One text per line, line ends removed; blank lines stay (row i = line i)."""
+    return [line.rstrip("\r\n") for line in stream]
+
+
+def read_texts(source: str | Path, column: str | None = None) -> list[str]:
+    """Read the texts of a ``.txt`` file (one per line) or a table's column.
+
+    Args:
+        source: A ``.txt``, ``.csv``, ``.parquet`` or ``.jsonl`` file.
+        column: The text column of a table; default ``text``. Not allowed for
+            ``.txt``.
+
+    Returns:
+        The texts, in file order. An empty CSV cell is an empty text.
+
+    Raises:
+        InputError: If the file is missing or of an unsupported kind, the column is
+            absent, or a value is missing or not a string.
+    """
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix not in LINE_FORMATS + TABLE_FORMATS:
+        raise InputError(
+            f"unsupported input {path}: use one of "
+            f"{', '.join(LINE_FORMATS + TABLE_FORMATS)}"
+        )
+    if not path.is_file():
+        raise InputError(f"no such input file: {path}")
+    if suffix in LINE_FORMATS:
+        if column is not None:
+            raise InputError(f"--column applies to {', '.join(TABLE_FORMATS)} input")
+        with path.open(encoding="utf-8", errors="replace", newline="") as stream:
+            return read_lines(stream)
+    import pandas as pd  # noqa: PLC0415 - only tables need it
+
+    column = column or DEFAULT_COLUMN
+    try:
+        if suffix == ".csv":
+            # Cells stay strings; an empty cell is an empty text, not NaN.
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True, dtype=False)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read {path}: {error}") from error
+    if column not in frame.columns:
+        raise InputError(
+            f"no column {column!r} in {path}; its columns are "
+            f"{[str(c) for c in frame.columns]} (choose one with --column)"
+        )
+    values = frame[column].tolist()
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise InputError(
+            f"column {column!r} of {path} has {len(bad)} missing or non-text "
+            f"value(s), rows {bad[:5]}"
+        )
+    return values
+
+
+def write_predictions(frame: Any, path: str | Path) -> Path:
+    """Write a predictions frame to ``.csv``, ``.parquet`` or ``.jsonl``.
+
+    The file is written next to its final name and renamed into place, so an
+    interrupted run never leaves a partial file under that name.
+
+    Args:
+        frame: ``text``, ``label`` and ``prob_<label>`` columns.
+        path: The output file; its extension picks the format.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(partial, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(partial, index=False)
+    else:
+        frame.to_json(partial, orient="records", lines=True, force_ascii=False)
+    os.replace(partial, path)
+    return path
+
+
+def _chunks(texts: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(texts), size):
+        yield texts[start : start + size]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
         prog="python -m distillery.predict",
         description="Classify raw texts with the distilled ONNX student.",
     )
-    parser.add_argument("texts", nargs="+", metavar="TEXT", help="texts to classify")
+    parser.add_argument(
+        "texts",
+        nargs="*",
+        metavar="TEXT",
+        help="texts to classify (or use --input, or pipe texts on standard input)",
+    )
+    parser.add_argument(
+        "--input",
+        "-i",
+        metavar="FILE",
+        help=(
+            "read texts from FILE: .txt (one per line), .csv, .parquet or .jsonl "
+            "(the --column column); '-' reads standard input, one per line"
+        ),
+    )
+    parser.add_argument(
+        "--column",
+        "-c",
+        default=None,
+        help=f"text column of a .csv/.parquet/.jsonl input (default {DEFAULT_COLUMN})",
+    )
+    parser.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        help=(
+            "write text, label and prob_<label> columns to this .csv, .parquet or "
+            ".jsonl file instead of printing a line per text"
+        ),
+    )
     parser.add_argument(
         "--model",
         type=Path,
@@ -94,7 +238,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads", type=int, default=1, help="ONNX Runtime threads (default 1)"
     )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on standard error"
+    )
     return parser
+
+
+def _check_output(parser: argparse.ArgumentParser, output: Path | None) -> None:
+    if output is None:
+        return
+    if output.suffix.lower() not in TABLE_FORMATS:
+        parser.error(f"--output must end in {', '.join(TABLE_FORMATS)}, got {output}")
+    if not output.parent.is_dir():
+        parser.error(f"--output folder {output.parent} does not exist")
+
+
+def _gather_texts(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[str], bool]:
+    """The texts to classify and whether they came in bulk (file or stdin)."""
+    if args.texts and args.input is not None:
+        parser.error("give texts on the command line or --input, not both")
+    if args.texts:
+        if args.column is not None:
+            parser.error("--column applies to --input files")
+        return list(args.texts), False
+    if args.input is None and sys.stdin.isatty():
+        parser.error("no texts: pass TEXT..., --input FILE, or pipe texts on stdin")
+    try:
+        if args.input is None or args.input == "-":
+            if args.column is not None:
+                raise InputError("--column applies to --input files, not stdin")
+            return read_lines(sys.stdin), True
+        return read_texts(args.input, args.column), True
+    except InputError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,12 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments without the program name; default ``sys.argv[1:]``.
 
     Returns:
-        0 on success (argparse exits with 2 on usage errors or a missing model).
+        0 on success (argparse exits with 2 on usage errors, a missing model, or
+        an input that cannot be read).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
+    _check_output(parser, args.output)
     root = args.model if args.model is not None else DEFAULT_MODEL_ROOT
     bundle = find_latest_bundle(root)
     if bundle is None:
@@ -118,17 +298,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{parser.prog}: error: no model bundle found at {root}; "
             "run `kedro run` first or pass --model PATH\n",
         )
+    texts, bulk = _gather_texts(parser, args)
 
     # Imported after argument checks: onnxruntime, torch and mlflow take seconds.
-    from distillery.ml.serve.serving import load_onnx_predictor  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from distillery.ml.serve.serving import (  # noqa: PLC0415
+        load_onnx_predictor,
+        probabilities_frame,
+    )
 
     predictor = load_onnx_predictor(bundle, num_threads=args.threads)
-    proba = predictor.predict_proba(args.texts)  # (N, C)
+    parts = []
+    with tqdm(
+        total=len(texts),
+        unit="text",
+        file=sys.stderr,
+        disable=args.no_progress or not bulk,
+        desc="Classifying",
+    ) as progress:
+        for chunk in _chunks(texts, CHUNK_SIZE):
+            parts.append(predictor.predict_proba(chunk))  # (n, C)
+            progress.update(len(chunk))
+    proba = np.concatenate(parts) if parts else np.empty((0, len(predictor.labels)))
+
+    if args.output is not None:
+        frame = probabilities_frame(predictor.labels, proba)
+        frame.insert(0, "text", texts)
+        write_predictions(frame, args.output)
+        sys.stderr.write(f"Wrote {len(texts)} predictions to {args.output}\n")
+        return 0
     lines = [
         format_prediction(text, predictor.labels, row, args.json)
-        for text, row in zip(args.texts, proba, strict=True)
+        for text, row in zip(texts, proba, strict=True)
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
     return 0
 
 

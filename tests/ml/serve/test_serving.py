@@ -20,6 +20,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking._tracking_service import utils as tracking_utils
 
@@ -31,6 +33,7 @@ from distillery.ml.serve.registry import promote_if_better
 from distillery.ml.serve.serving import (
     CONFIG_FILE,
     MODEL_FILE,
+    PYFUNC_CODE,
     DistilleryOnnxModel,
     load_onnx_predictor,
     log_and_register,
@@ -192,6 +195,92 @@ def test_log_and_register_serves_raw_text_through_pyfunc(
     assert out["label"].tolist() == [LABELS[i] for i in expected.argmax(axis=1)]
 
 
+def test_logged_model_is_code_and_files_without_a_pickle(
+    bundle: Path, tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "distillery-student-code"
+    with mlflow.start_run(experiment_id=tracking):
+        result = log_and_register(bundle, name)
+    folder = Path(mlflow.artifacts.download_artifacts(result["model_uri"]))
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"][
+        "python_function"
+    ]
+
+    assert PYFUNC_CODE.name in files
+    assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    assert "python_model" not in flavor
+    pickles = [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))]
+    assert pickles == []
+    for path in folder.rglob("*"):  # no pickle stream under another name either
+        if path.is_file():
+            assert not path.read_bytes()[:2].startswith(b"\x80"), path
+    # MLflow refuses any pickled pyfunc with this switch off; ours still loads.
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    out = mlflow.pyfunc.load_model(result["model_uri"]).predict(
+        pd.DataFrame({"text": RAW_TEXTS})
+    )
+    expected = load_onnx_predictor(bundle).predict_proba(RAW_TEXTS)
+    np.testing.assert_allclose(out[PROB_COLUMNS].to_numpy(), expected, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def served_pyfunc(bundle: Path, tracking: str) -> mlflow.pyfunc.PyFuncModel:
+    """The registered student loaded back through ``mlflow.pyfunc.load_model``."""
+    name = "distillery-student-edges"
+    with mlflow.start_run(experiment_id=tracking):
+        log_and_register(bundle, name)
+    return mlflow.pyfunc.load_model(f"models:/{name}@challenger")
+
+
+@pytest.mark.parametrize(
+    ("texts", "rows"),
+    [
+        pytest.param([""], 1, id="empty-text"),
+        pytest.param(["lost my bag " * 87_382], 1, id="1MB-text"),  # 1,048,584 chars
+        pytest.param(
+            [f"flight {i} @u http://t.co/{i}" for i in range(10_000)],
+            10_000,
+            id="10k-rows",
+        ),
+        pytest.param([], 0, id="no-rows"),
+    ],
+)
+def test_pyfunc_answers_edge_inputs_with_a_result(
+    served_pyfunc: mlflow.pyfunc.PyFuncModel, texts: list[str], rows: int
+) -> None:
+    out = served_pyfunc.predict(pd.DataFrame({"text": pd.Series(texts, dtype=object)}))
+
+    assert list(out.columns) == ["label", *PROB_COLUMNS]
+    assert len(out) == rows
+    assert set(out["label"]) <= set(LABELS)
+    np.testing.assert_allclose(out[PROB_COLUMNS].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param([None], r"texts must be strings; rows \[0\]", id="None"),
+        pytest.param(["ok", None], r"texts must be strings; rows \[1\]", id="None-2nd"),
+        pytest.param([3.5], "Can not safely convert float64", id="float"),
+        pytest.param([7], "Can not safely convert int64", id="int"),
+    ],
+)
+def test_pyfunc_rejects_non_strings_with_a_clear_error(
+    served_pyfunc: mlflow.pyfunc.PyFuncModel, values: list[Any], message: str
+) -> None:
+    # A number is refused by the signature (string column), a None by the model.
+    with pytest.raises(MlflowException, match=message):
+        served_pyfunc.predict(pd.DataFrame({"text": values}))
+
+
+def test_pyfunc_without_a_text_column_names_the_missing_input(
+    served_pyfunc: mlflow.pyfunc.PyFuncModel,
+) -> None:
+    with pytest.raises(MlflowException, match=r"missing inputs \['text'\]"):
+        served_pyfunc.predict(pd.DataFrame({"comment": ["great"]}))
+
+
 def test_registering_twice_moves_the_alias(bundle: Path, tracking: str) -> None:
     name = "distillery-student-twice"
     with mlflow.start_run(experiment_id=tracking):
@@ -296,6 +385,16 @@ def test_mlflow_models_serve_answers_invocations(
                 f"{base}/invocations", {"dataframe_records": [{"text": "great flight"}]}
             )
             inputs = _post_json(f"{base}/invocations", {"inputs": ["a", "@b http://c"]})
+            edges = ["", "lost my bag " * 87_382, *(f"t {i}" for i in range(9_998))]
+            # dataframe_split keeps texts as Python strings; "inputs" would build a
+            # fixed-width array (10,000 x 1 MB) and turn a null into "None".
+            split = {"columns": ["text"], "data": [[t] for t in edges]}
+            batch = _post_json(f"{base}/invocations", {"dataframe_split": split})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                nulls = [{"text": "ok"}, {"text": None}]
+                _post_json(f"{base}/invocations", {"dataframe_records": nulls})
+            error = json.loads(refused.value.read())
+            alive = _post_json(f"{base}/invocations", {"inputs": ["still here"]})
         finally:
             _stop(server)
 
@@ -303,6 +402,13 @@ def test_mlflow_models_serve_answers_invocations(
     assert row["label"] in LABELS
     assert sum(row[c] for c in PROB_COLUMNS) == pytest.approx(1.0, abs=1e-5)
     assert [r["label"] in LABELS for r in inputs["predictions"]] == [True, True]
+    # An empty text, a 1 MB text and 10,000 rows in one request: one answer each.
+    assert len(batch["predictions"]) == 10_000
+    assert {r["label"] for r in batch["predictions"]} <= set(LABELS)
+    # A None is a client error with the reason, and the server keeps serving.
+    assert refused.value.code == 400
+    assert "texts must be strings; rows [1]" in error["message"]
+    assert alive["predictions"][0]["label"] in LABELS
 
 
 def _stop(server: subprocess.Popen[bytes]) -> None:

@@ -19,6 +19,17 @@ rather than ``transformers.AutoTokenizer``: it yields the same ids (see
 artifact), and ``log_and_register`` logs it in the active run, registers a new
 version and points an alias (``challenger`` by default) at it, so that
 ``mlflow models serve -m models:/distillery-student@challenger`` serves it.
+
+The pyfunc is logged *from code*: ``python_model`` is the path of
+``pyfunc_model.py``, which MLflow copies into the logged model and runs at load
+time. Nothing is pickled, so loading a registered model (promotion, serving)
+never unpickles.
+
+Registration is ordered so that a tracking server lost half-way leaves nothing
+broken behind: the model files are uploaded first, the version is created with its
+tags in one request only once they are all there, and the alias moves last. An
+interruption raises :class:`RegistrationError`, which says what was and was not
+recorded.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from tokenizers import Tokenizer
 
 from distillery.ml.compress.export import read_metadata
@@ -54,6 +67,8 @@ LABEL_COLUMN = "label"
 PROB_PREFIX = "prob_"
 BUNDLE_ARTIFACT = "bundle"  # key of the bundle folder in the pyfunc's artifacts
 PYFUNC_NAME = "student_pyfunc"  # the logged model's name inside the run
+# The models-from-code file MLflow stores with the model and runs to build it.
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 ONNX_ARTIFACT_DIR = "student"  # the raw ONNX file goes to <run>/student/model.onnx
 DEFAULT_REGISTERED_NAME = "distillery-student"
 DEFAULT_ALIAS = "challenger"
@@ -269,19 +284,23 @@ def texts_from_input(model_input: Any) -> list[str]:
     return values
 
 
+class RegistrationError(RuntimeError):
+    """Logging or registering a bundle stopped half-way (most often: MLflow went away).
+
+    The message says which step failed and what the registry holds afterwards.
+    """
+
+
 class DistilleryOnnxModel(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc over a serving bundle: raw texts in, label + probabilities out.
 
     The bundle folder is the artifact ``bundle``; ``model_config={"num_threads": N}``
-    (at log or load time) sets ONNX Runtime's threads per worker (default 1).
+    (at log or load time) sets ONNX Runtime's threads per worker (default 1). The
+    instance is built by ``pyfunc_model.py`` (models from code), never unpickled.
     """
 
     def __init__(self) -> None:
         self._predictor: OnnxPredictor | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        # An ONNX Runtime session cannot be pickled; load_context rebuilds it.
-        return {**self.__dict__, "_predictor": None}
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Load the bundle named by ``context.artifacts["bundle"]``."""
@@ -312,10 +331,17 @@ class DistilleryOnnxModel(mlflow.pyfunc.PythonModel):
 
         Raises:
             RuntimeError: If called before ``load_context``.
+            MlflowException: ``INVALID_PARAMETER_VALUE`` (HTTP 400 from the scoring
+                server) if the input holds no texts or a value is not a string.
         """
         if self._predictor is None:
             raise RuntimeError("DistilleryOnnxModel.predict called before load_context")
-        texts = texts_from_input(model_input)
+        try:
+            texts = texts_from_input(model_input)
+        except ValueError as error:
+            raise MlflowException(
+                str(error), error_code=INVALID_PARAMETER_VALUE
+            ) from error
         proba = self._predictor.predict_proba(texts)  # (N, C)
         return probabilities_frame(self._predictor.labels, proba)
 
@@ -352,6 +378,10 @@ def log_and_register(
     """Log a bundle as a pyfunc, register a new version and point ``alias`` at it.
 
     The raw ONNX file is also logged as the run artifact ``student/model.onnx``.
+    The steps run in an order that leaves the registry consistent if MLflow goes
+    away between any two of them: every file is uploaded before the version exists,
+    the version is created with its tags in one request, and the alias moves last,
+    so ``alias`` only ever points at a complete version.
 
     Args:
         bundle_folder: Folder written by :func:`save_onnx_bundle`.
@@ -371,6 +401,8 @@ def log_and_register(
         RuntimeError: If no run is active and no ``run_id`` is given.
         ValueError: If ``run_id`` differs from the active run.
         FileNotFoundError: If ``bundle_folder`` is not a bundle.
+        RegistrationError: If MLflow fails (or cannot be reached) half-way; the
+            message names the step and what the registry holds.
     """
     from mlflow.models import infer_signature  # noqa: PLC0415
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
@@ -386,26 +418,32 @@ def log_and_register(
     signature = infer_signature(example, output)
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
 
-    with _run_for_logging(run_id) as active_run_id:
-        mlflow.log_artifact(str(bundle / MODEL_FILE), artifact_path=ONNX_ARTIFACT_DIR)
-        info = mlflow.pyfunc.log_model(
-            name=PYFUNC_NAME,
-            python_model=DistilleryOnnxModel(),
-            artifacts={BUNDLE_ARTIFACT: str(bundle)},
-            pip_requirements=serving_requirements(),
-            signature=signature,
-            input_example=example,
-            registered_model_name=registered_name,
-            model_config={"num_threads": 1},
-            tags=str_tags or None,
-        )
-    version = info.registered_model_version
-    if version is None:
-        raise RuntimeError(f"MLflow did not register {registered_name}")
-    client = MlflowClient()
-    client.set_registered_model_alias(registered_name, alias, str(version))
-    for key, value in str_tags.items():
-        client.set_model_version_tag(registered_name, str(version), key, value)
+    step, version = "logging the model files", None
+    try:
+        with _run_for_logging(run_id) as active_run_id:
+            mlflow.log_artifact(
+                str(bundle / MODEL_FILE), artifact_path=ONNX_ARTIFACT_DIR
+            )
+            info = mlflow.pyfunc.log_model(
+                name=PYFUNC_NAME,
+                python_model=str(PYFUNC_CODE),
+                artifacts={BUNDLE_ARTIFACT: str(bundle)},
+                pip_requirements=serving_requirements(),
+                signature=signature,
+                input_example=example,
+                model_config={"num_threads": 1},
+                tags=str_tags or None,
+            )
+            step = f"registering a version of {registered_name}"
+            version = mlflow.register_model(
+                info.model_uri, registered_name, tags=str_tags or None
+            ).version
+        step = f"moving @{alias} to version {version}"
+        MlflowClient().set_registered_model_alias(registered_name, alias, str(version))
+    except (MlflowException, OSError) as error:
+        raise RegistrationError(
+            _interrupted_message(registered_name, alias, step, version, error)
+        ) from error
     logger.info(
         "Registered %s version %s (alias %s) from run %s",
         registered_name,
@@ -422,3 +460,21 @@ def log_and_register(
         "run_id": active_run_id,
         "logged_model_uri": info.model_uri,
     }
+
+
+def _interrupted_message(
+    name: str, alias: str, step: str, version: str | None, error: BaseException
+) -> str:
+    """What failed and what the registry holds, for :class:`RegistrationError`."""
+    if version is None:
+        held = f"no version was confirmed and {name}@{alias} was not moved"
+    else:
+        held = (
+            f"version {version} is registered with all its files, "
+            f"but {name}@{alias} was not moved to it"
+        )
+    return (
+        f"MLflow ({mlflow.get_tracking_uri()}) failed while {step}: {error}. "
+        f"In the registry {held}. The serving bundle on disk is complete; register "
+        "again once the tracking server answers."
+    )
