@@ -8,6 +8,8 @@ Layout under ``checkpoint_dir``::
             config.json, classifier.json, model.safetensors   (TextClassifier.save)
             state.pt              optimizer, scheduler, progress, RNG states
             meta.json             hash, step, best epoch
+            sharded/              FSDP2 only, instead of the weights and optimizer:
+                                  every rank's shards (torch.distributed.checkpoint)
         best-epoch-0002/          weights of the best validation epoch so far
 
 ``state.pt`` holds only tensors and plain containers and is read with
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 RUN_FILE = "run.json"
+SHARDED_DIR = "sharded"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _BEST_DIR = re.compile(r"^best-epoch-(\d{4})$")
 
@@ -213,19 +216,22 @@ class CheckpointManager:
 
     def save(
         self,
-        model: TextClassifier,
+        model: TextClassifier | None,
         state: dict[str, Any],
         step: int,
         best_epoch: int | None,
+        *,
+        sharded: Path | None = None,
     ) -> Path:
         """Write a checkpoint atomically (temp folder + rename), then prune old ones.
 
         Args:
-            model: The unwrapped model.
+            model: The unwrapped model; None when ``sharded`` holds the weights.
             state: Optimizer/scheduler/progress/RNG state; tensors and plain types.
             step: Optimizer steps done.
             best_epoch: The epoch whose weights are the best so far, kept on disk
                 while this checkpoint exists.
+            sharded: A complete sharded-state folder, moved into the checkpoint.
 
         Returns:
             The checkpoint folder.
@@ -238,7 +244,10 @@ class CheckpointManager:
         name = f"step-{step:08d}"
         final = self.run_dir / name
         tmp = _atomic_dir(self.run_dir, name)
-        model.save(tmp)
+        if model is not None:
+            model.save(tmp)
+        if sharded is not None:
+            os.replace(sharded, tmp / SHARDED_DIR)
         save_state(state, tmp / STATE_FILE)
         meta = {"config_hash": self.run_hash, "step": step, "best_epoch": best_epoch}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -266,11 +275,14 @@ class CheckpointManager:
         """Folder of the best weights written for ``epoch``."""
         return self.run_dir / f"best-epoch-{epoch:04d}"
 
-    def load(self, checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], dict]:
+    def load(
+        self, checkpoint: Checkpoint
+    ) -> tuple[dict[str, torch.Tensor] | None, dict]:
         """Read a checkpoint's weights and state.
 
         Returns:
-            ``(model_state_dict, state)``.
+            ``(model_state_dict, state)``; the weights are None in a sharded
+            checkpoint.
 
         Raises:
             CheckpointError: If the folder belongs to another config or its state
@@ -283,7 +295,8 @@ class CheckpointManager:
                 f"expected {self.run_hash}"
             )
         state = load_state(checkpoint.path / STATE_FILE)
-        weights = load_file(str(checkpoint.path / WEIGHTS_FILE))
+        weights_file = checkpoint.path / WEIGHTS_FILE
+        weights = load_file(str(weights_file)) if weights_file.is_file() else None
         return weights, state
 
     def _prune(self, best_epoch: int | None) -> None:
