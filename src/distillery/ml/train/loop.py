@@ -375,6 +375,9 @@ def run_training(
     # peers' sockets before this rank records its error, and a peer's "connection
     # closed" would then pass for the root cause.
     if ddp:
+        # Every rank's collectives done before any tears down: gloo work still
+        # alive at interpreter exit can abort the process (SIGABRT; pytorch#179291).
+        dist.barrier()
         dist.destroy_process_group()
     return result
 
