@@ -9,6 +9,8 @@ Layout under ``checkpoint_dir``::
             state.pt              optimizer, scheduler, progress, RNG states
             meta.json             hash, step, best epoch and the sha256 of every
                                   file above and of the best epoch's files; last
+            sharded/              FSDP2 only, instead of the weights and optimizer:
+                                  every rank's shards (torch.distributed.checkpoint)
         best-epoch-0002/          weights of the best validation epoch so far
 
 ``meta.json`` is written last, so a folder without it is incomplete. Resuming checks
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 RUN_FILE = "run.json"
+SHARDED_DIR = "sharded"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _BEST_DIR = re.compile(r"^best-epoch-(\d{4})$")
 
@@ -74,10 +77,11 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _folder_digests(folder: Path, prefix: str = "") -> dict[str, str]:
-    """sha256 of each file directly in ``folder``, keyed ``prefix + name``."""
+    """sha256 of each file in ``folder`` (FSDP2's ``sharded/`` included), keyed
+    ``prefix + relative path``."""
     return {
-        prefix + child.name: file_sha256(child)
-        for child in sorted(folder.iterdir())
+        prefix + child.relative_to(folder).as_posix(): file_sha256(child)
+        for child in sorted(folder.rglob("*"))
         if child.is_file()
     }
 
@@ -304,10 +308,12 @@ class CheckpointManager:
 
     def save(
         self,
-        model: TextClassifier,
+        model: TextClassifier | None,
         state: dict[str, Any],
         step: int,
         best_epoch: int | None,
+        *,
+        sharded: Path | None = None,
     ) -> Path:
         """Write a checkpoint atomically (temp folder + rename), then prune old ones.
 
@@ -315,11 +321,12 @@ class CheckpointManager:
         files of ``best_epoch``'s weights.
 
         Args:
-            model: The unwrapped model.
+            model: The unwrapped model; None when ``sharded`` holds the weights.
             state: Optimizer/scheduler/progress/RNG state; tensors and plain types.
             step: Optimizer steps done.
             best_epoch: The epoch whose weights are the best so far, kept on disk
                 while this checkpoint exists.
+            sharded: A complete sharded-state folder, moved into the checkpoint.
 
         Returns:
             The checkpoint folder.
@@ -332,7 +339,10 @@ class CheckpointManager:
         name = f"step-{step:08d}"
         final = self.run_dir / name
         tmp = _atomic_dir(self.run_dir, name)
-        model.save(tmp)
+        if model is not None:
+            model.save(tmp)
+        if sharded is not None:
+            os.replace(sharded, tmp / SHARDED_DIR)
         save_state(state, tmp / STATE_FILE)
         best = self.best_dir(best_epoch) if best_epoch is not None else None
         meta = {
@@ -373,11 +383,14 @@ class CheckpointManager:
         """Folder of the best weights written for ``epoch``."""
         return self.run_dir / f"best-epoch-{epoch:04d}"
 
-    def load(self, checkpoint: Checkpoint) -> tuple[dict[str, torch.Tensor], dict]:
+    def load(
+        self, checkpoint: Checkpoint
+    ) -> tuple[dict[str, torch.Tensor] | None, dict]:
         """Read a checkpoint's weights and state.
 
         Returns:
-            ``(model_state_dict, state)``.
+            ``(model_state_dict, state)``; the weights are None in a sharded
+            checkpoint.
 
         Raises:
             CheckpointError: If the folder belongs to another config, a file fails
@@ -387,7 +400,8 @@ class CheckpointManager:
         if problem is not None:
             raise CheckpointError(problem)
         state = load_state(checkpoint.path / STATE_FILE)
-        weights = load_file(str(checkpoint.path / WEIGHTS_FILE))
+        weights_file = checkpoint.path / WEIGHTS_FILE
+        weights = load_file(str(weights_file)) if weights_file.is_file() else None
         return weights, state
 
     def _prune(self, best_epoch: int | None) -> None:

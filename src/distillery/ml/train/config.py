@@ -9,6 +9,10 @@ from typing import Any
 
 _DEVICES = ("auto", "cpu", "cuda")
 _LOSSES = ("ce", "kd")
+STRATEGIES = ("ddp", "fsdp")
+# New fields stay out of the checkpoint hash at their defaults, so checkpoints written
+# before they existed still resume.
+_HASHED_ONLY_IF_SET = {"strategy": "ddp", "lora": None}
 # Fields that do not change the trained weights stay out of the checkpoint hash, so
 # a run can resume with another world size, thread count or checkpoint cadence.
 _UNHASHED_FIELDS = frozenset(
@@ -27,8 +31,84 @@ _UNHASHED_FIELDS = frozenset(
         "log_every_steps",
         "fail_at_step",
         "fail_rank",
+        # Recomputing activations gives the same gradients; only memory and time change.
+        "activation_checkpointing",
     }
 )
+
+
+def _refuse_unknown_keys(cls: type, values: Mapping[str, Any], what: str) -> None:
+    """Raise a ValueError naming the keys of ``values`` that ``cls`` lacks."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {unknown}; known keys: {sorted(known)}")
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    """Low-rank adapters (LoRA, through ``peft``) on the encoder's linear layers.
+
+    Only the adapters and the classification head train; the adapters are merged
+    into the weights before the model is saved, so saved models are plain.
+
+    Attributes:
+        r: Rank of each adapter.
+        alpha: Scaling numerator: the update is ``(alpha / r) * B @ A``.
+        dropout: Dropout on the adapters' input.
+        target_modules: Names (suffixes) of the linear layers to adapt; None lets
+            ``peft`` pick its default for the architecture (BERT: query, value).
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        errors = []
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            errors.append(f"lora.r must be an int >= 1, got {self.r!r}")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)):
+            errors.append(f"lora.alpha must be a number, got {self.alpha!r}")
+        elif self.alpha <= 0:
+            errors.append(f"lora.alpha must be > 0, got {self.alpha!r}")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            errors.append(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        modules = self.target_modules
+        if modules is not None:
+            if isinstance(modules, str) or not all(
+                isinstance(m, str) and m for m in modules
+            ):
+                errors.append(
+                    "lora.target_modules must be a list of module names or null, "
+                    f"got {modules!r}"
+                )
+            elif not modules:
+                errors.append("lora.target_modules must not be empty (null = default)")
+            else:
+                object.__setattr__(self, "target_modules", tuple(modules))
+        if errors:
+            raise ValueError("invalid lora options: " + "; ".join(errors))
+
+    @property
+    def scaling(self) -> float:
+        """Factor of the low-rank update, ``alpha / r``."""
+        return self.alpha / self.r
+
+    @classmethod
+    def from_value(cls, value: Any) -> LoraOptions | None:
+        """Build from a parameters mapping (or pass an instance or None through).
+
+        Raises:
+            ValueError: On unknown keys, a non-mapping or invalid values.
+        """
+        if value is None or isinstance(value, LoraOptions):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"lora must be a mapping or null, got {value!r}")
+        _refuse_unknown_keys(cls, value, "lora")
+        return cls(**value)
 
 
 class TrainingFailedError(RuntimeError):
@@ -100,6 +180,12 @@ class TrainConfig:
             raises right after this optimizer step (and its checkpoint, if due).
             None in real runs.
         fail_rank: The rank that ``fail_at_step`` fails.
+        strategy: ``ddp`` (every rank holds the whole model, gradients and AdamW
+            state) or ``fsdp`` (FSDP2: each rank holds ``1 / world_size`` of them).
+        activation_checkpointing: Recompute each block's activations in the
+            backward pass (non-reentrant) instead of keeping them.
+        lora: Train low-rank adapters and the head only (:class:`LoraOptions`, or
+            a mapping of its fields); None trains all unfrozen weights.
     """
 
     model_name_or_path: str = "builtin"
@@ -137,8 +223,13 @@ class TrainConfig:
     pad_token_id: int = 0
     fail_at_step: int | None = None
     fail_rank: int = 0
+    strategy: str = "ddp"
+    activation_checkpointing: bool = False
+    lora: LoraOptions | None = None
 
     def __post_init__(self) -> None:
+        # YAML gives a mapping; keep the typed, hashable form.
+        object.__setattr__(self, "lora", LoraOptions.from_value(self.lora))
         errors = self._type_errors()
         if errors:
             raise ValueError("invalid TrainConfig: " + "; ".join(errors))
@@ -197,6 +288,7 @@ class TrainConfig:
                 "fail_at_step must be >= 1 or null",
             ),
             (0 <= self.fail_rank < self.world_size, "fail_rank must be a valid rank"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
         ]
         errors = [message for ok, message in checks if not ok]
         shards = self.world_size * self.grad_accum_steps
@@ -220,8 +312,8 @@ class TrainConfig:
                 "bool": (bool,),
             }
             base, _, optional = f.type.partition(" | ")
-            if value is None and optional == "None":
-                continue
+            if (value is None and optional == "None") or base not in allowed:
+                continue  # nested options check themselves
             # bool is an int subclass; a YAML `true` must not pass as a count.
             if isinstance(value, bool) and base != "bool":
                 errors.append(f"{f.name} must be {base}, got {value!r}")
@@ -241,12 +333,7 @@ class TrainConfig:
         Raises:
             ValueError: On unknown keys or invalid values.
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}"
-            )
+        _refuse_unknown_keys(cls, values, "TrainConfig")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -255,7 +342,12 @@ class TrainConfig:
 
     def hashed_fields(self) -> dict[str, Any]:
         """The fields that change the trained weights."""
-        return {k: v for k, v in self.to_dict().items() if k not in _UNHASHED_FIELDS}
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _UNHASHED_FIELDS
+            and not (k in _HASHED_ONLY_IF_SET and v == _HASHED_ONLY_IF_SET[k])
+        }
 
 
 @dataclass

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -28,19 +27,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
 from distillery.ml.data.batches import (
-    TEACHER_COLUMN,
-    BucketedDistributedBatchSampler,
     PadCollator,
     TokenDataset,
     shard_by_length,
 )
 from distillery.ml.metrics import classification_metrics
-from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
+from distillery.ml.models.modeling import TextClassifier
 from distillery.ml.train.checkpoint import (
     CheckpointManager,
     capture_rng_state,
@@ -48,7 +44,11 @@ from distillery.ml.train.checkpoint import (
     restore_rng_state,
 )
 from distillery.ml.train.config import TrainConfig, TrainResult
+from distillery.ml.train.inputs import TrainingData, prepare_data
 from distillery.ml.train.losses import kd_loss
+from distillery.ml.train.strategies import Strategy, make_strategy, transformer_blocks
+
+__all__ = ["run_training", "transformer_blocks"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,52 +89,6 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _subsample(frame: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
-    """Keep ``n`` rows drawn with ``seed``, in their original order."""
-    if n is None or n >= len(frame):
-        return frame
-    keep = np.sort(np.random.default_rng(seed).choice(len(frame), n, replace=False))
-    return frame.iloc[keep]
-
-
-def _check_data(
-    train_set: TokenDataset, val_set: TokenDataset, labels: list[str], max_length: int
-) -> None:
-    for name, data in (("train", train_set), ("validation", val_set)):
-        if len(data) == 0:
-            raise ValueError(f"the {name} frame is empty")
-        if data.lengths.max() > max_length:
-            raise ValueError(
-                f"{name} has rows of {data.lengths.max()} tokens, over max_length "
-                f"{max_length}; truncate when tokenizing"
-            )
-        if data.labels.min() < 0 or data.labels.max() >= len(labels):
-            raise ValueError(f"{name} labels must be in [0, {len(labels)})")
-    teacher = train_set.teacher_logits
-    if teacher is not None and teacher.shape[1] != len(labels):
-        raise ValueError(
-            f"teacher_logits have {teacher.shape[1]} classes, labels {len(labels)}"
-        )
-
-
-def _data_fingerprint(
-    train_set: TokenDataset,
-    val_set: TokenDataset,
-    labels: list[str],
-    init_model_dir: str | None,
-) -> str:
-    digest = hashlib.sha256()
-    for part in (train_set.fingerprint(), val_set.fingerprint(), "\x1f".join(labels)):
-        digest.update(part.encode())
-        digest.update(b"|")
-    if init_model_dir is not None:
-        # The starting weights decide the result as much as the data do.
-        with open(Path(init_model_dir) / WEIGHTS_FILE, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def _build_model(
     config: TrainConfig, labels: list[str], init_model_dir: str | None
 ) -> TextClassifier:
@@ -171,19 +125,6 @@ def _build_model(
     return model.train()
 
 
-def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
-    """The encoder's stack of transformer blocks, whatever the architecture names it.
-
-    Raises:
-        ValueError: If no ``ModuleList`` of ``num_hidden_layers`` modules exists.
-    """
-    count = encoder.config.num_hidden_layers
-    for module in encoder.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
-    raise ValueError(f"no list of {count} transformer blocks in {type(encoder)}")
-
-
 def _build_optimizer(
     model: nn.Module, learning_rate: float, weight_decay: float
 ) -> torch.optim.AdamW:
@@ -209,15 +150,6 @@ def _linear_warmup_decay(warmup_steps: int, total_steps: int) -> Callable[[int],
     return factor
 
 
-def _broadcast(obj: Any, ddp: bool) -> Any:
-    """Send rank 0's python object to every rank."""
-    if not ddp:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 # ------------------------------------------------------------------ loop pieces
 
 
@@ -238,7 +170,7 @@ def _compute_loss(
 
 @torch.no_grad()
 def _evaluate(
-    raw_model: TextClassifier,
+    raw_model: nn.Module,
     val_set: TokenDataset,
     *,
     labels: list[str],
@@ -246,27 +178,36 @@ def _evaluate(
     device: torch.device,
     rank: int,
     world_size: int,
+    lockstep: bool = False,
 ) -> dict[str, float] | None:
     """Validation loss, accuracy and macro-F1 over all ranks' shards; rank 0 only.
 
     Each rank scores a disjoint shard; the logits are gathered and scored once on
-    rank 0, so the numbers do not depend on the world size.
+    rank 0, so the numbers do not depend on the world size. With ``lockstep``
+    (a sharded model, whose forward is a collective) every rank runs as many
+    forward passes as the busiest one, the extra ones on a throwaway row.
     """
     raw_model.eval()
     collate = PadCollator(config.pad_token_id)
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
+    batches = shard_by_length(val_set.lengths, config.eval_batch_size, world_size, rank)
+    passes = len(batches)
+    if lockstep and world_size > 1:
+        most = torch.tensor(passes, device=device)
+        dist.all_reduce(most, op=dist.ReduceOp.MAX)
+        passes = int(most)
     indices: list[int] = []
     outputs: list[np.ndarray] = []
-    for idx in shard_by_length(
-        val_set.lengths, config.eval_batch_size, world_size, rank
-    ):
+    for n in range(passes):
+        idx = batches[n] if n < len(batches) else [0]
         batch = collate([val_set[i] for i in idx])
         with autocast or nullcontext():
             logits = raw_model(
                 batch["input_ids"].to(device), batch["attention_mask"].to(device)
             )  # (b, C)
-        indices.extend(idx)
-        outputs.append(logits.float().cpu().numpy())
+        if n < len(batches):
+            indices.extend(idx)
+            outputs.append(logits.float().cpu().numpy())
     raw_model.train()
     local = (
         np.asarray(indices, dtype=np.int64),
@@ -301,13 +242,10 @@ def _gather_rng_states(ddp: bool, world_size: int) -> list[dict[str, Any]]:
 
 
 def _checkpoint_state(
-    optimizer: torch.optim.Optimizer,
-    scheduler: LambdaLR,
-    progress: _Progress,
-    rng: list[dict[str, Any]],
+    scheduler: LambdaLR, progress: _Progress, rng: list[dict[str, Any]]
 ) -> dict[str, Any]:
+    """Everything but the weights and optimizer, which the strategy writes."""
     return {
-        "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "progress": dataclasses.asdict(progress),
         "rng": rng,
@@ -357,8 +295,17 @@ def run_training(
     torch.set_num_threads(
         config.num_threads or max(1, (os.cpu_count() or 1) // config.nproc)
     )
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    # FSDP2 shards over a process group even when it has one rank (e.g. resuming a
+    # sharded checkpoint in-process); one rank needs no rendezvous.
+    grouped = ddp or config.strategy == "fsdp"
+    if grouped:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if ddp:
+            dist.init_process_group(backend=backend)
+        else:
+            dist.init_process_group(
+                backend=backend, store=dist.HashStore(), rank=0, world_size=1
+            )
     try:
         result = _train(
             config,
@@ -374,15 +321,64 @@ def run_training(
     finally:
         # In-process runs share the caller's thread pool; leave it as found.
         torch.set_num_threads(threads_before)
+        if grouped and not ddp:
+            dist.destroy_process_group()  # no peers to confuse
     # Not in `finally`: on an error, tearing the group down first would close the
     # peers' sockets before this rank records its error, and a peer's "connection
     # closed" would then pass for the root cause.
     if ddp:
+        # Every rank's collectives done before any tears down: gloo work still
+        # alive at interpreter exit can abort the process (SIGABRT; pytorch#179291).
+        dist.barrier()
         dist.destroy_process_group()
     return result
 
 
-def _train(  # noqa: PLR0912, PLR0915 - one readable loop beats many small helpers
+@dataclass
+class _Run:
+    """What the pieces of one training run share on this rank."""
+
+    config: TrainConfig
+    data: TrainingData
+    labels: list[str]
+    rank: int
+    world_size: int
+    device: torch.device
+    strategy: Strategy
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    ckpt: CheckpointManager
+    progress: _Progress = field(default_factory=_Progress)
+
+    @property
+    def master_process(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+    def broadcast(self, obj: Any) -> Any:
+        """Send rank 0's python object to every rank."""
+        if not self.ddp:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def save_checkpoint(self) -> None:
+        """Collective: every rank's RNG state, then the strategy writes."""
+        rng = _gather_rng_states(self.ddp, self.world_size)
+        self.strategy.save_checkpoint(
+            self.ckpt,
+            self.optimizer,
+            _checkpoint_state(self.scheduler, self.progress, rng),
+            self.progress.step,
+            self.progress.best_epoch,
+        )
+
+
+def _train(
     config: TrainConfig,
     *,
     train_df: pd.DataFrame,
@@ -395,95 +391,49 @@ def _train(  # noqa: PLR0912, PLR0915 - one readable loop beats many small helpe
     device: torch.device,
 ) -> TrainResult | None:
     t_start = time.perf_counter()
-    ddp = world_size > 1
-    master_process = rank == 0
     if world_size != config.world_size:
         raise ValueError(
             f"WORLD_SIZE {world_size} differs from nproc * nnodes = {config.world_size}"
         )
-
-    # ---- data
-    kd = config.loss == "kd"
-    if kd and TEACHER_COLUMN not in train_df.columns:
-        raise ValueError(f"loss='kd' needs a {TEACHER_COLUMN!r} column in train_df")
-    train_set = TokenDataset(
-        _subsample(train_df, config.max_train_samples, config.seed), with_teacher=kd
+    data = prepare_data(
+        config, train_df, val_df, labels, init_model_dir, rank, world_size
     )
-    val_set = TokenDataset(val_df)
-    _check_data(train_set, val_set, labels, config.max_length)
-    fingerprint = _data_fingerprint(train_set, val_set, labels, init_model_dir)
     fields = config.hashed_fields()
-    run_hash = config_hash(fields, fingerprint)
-    sampler = BucketedDistributedBatchSampler(
-        train_set.lengths,
-        config.batch_size,
-        num_replicas=world_size,
-        rank=rank,
-        seed=config.seed,
-        bucket_multiplier=config.bucket_multiplier,
-    )
-    collate = PadCollator(config.pad_token_id)
-    steps_per_epoch = len(sampler)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    warmup_steps = math.ceil(config.warmup_ratio * total_steps)
+    run_hash = config_hash(fields, data.fingerprint)
 
     # ---- model and optimizer; the same init on every rank, then per-rank dropout
     _seed_everything(config.seed)
-    model = _build_model(config, labels, init_model_dir).to(device)
+    strategy = make_strategy(config, device, rank, world_size)
+    model = strategy.prepare(_build_model(config, labels, init_model_dir).to(device))
     _seed_everything(config.seed + rank)
     optimizer = _build_optimizer(model, config.learning_rate, config.weight_decay)
-    scheduler = LambdaLR(optimizer, _linear_warmup_decay(warmup_steps, total_steps))
-
-    # ---- resume: rank 0 reads, everyone receives (no shared filesystem needed)
-    ckpt = CheckpointManager(
-        config.checkpoint_dir or output_dir / "checkpoints",
-        run_hash,
-        fields,
-        fingerprint,
+    warmup_steps = math.ceil(config.warmup_ratio * data.total_steps)
+    scheduler = LambdaLR(
+        optimizer, _linear_warmup_decay(warmup_steps, data.total_steps)
     )
-    payload = None
-    if master_process:
-        latest = ckpt.latest()
-        if latest is not None:
-            weights, state = ckpt.load(latest)
-            payload = {"weights": weights, "state": state}
-            logger.info(
-                "Resuming from checkpoint step %d (%s, config hash %s)",
-                latest.step,
-                latest.path,
-                run_hash[:16],
-            )
-        else:
-            logger.info("%s", ckpt.explain_fresh_start())
-    payload = _broadcast(payload, ddp)
-    progress = _Progress()
-    resumed_from_step = None
-    if payload is not None:
-        state = payload["state"]
-        model.load_state_dict(payload["weights"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress = _Progress(**state["progress"])
-        if rank < len(state["rng"]):
-            restore_rng_state(state["rng"][rank])
-        else:
-            logger.warning("No RNG state saved for rank %d; reseeding", rank)
-            _seed_everything(config.seed + rank + progress.step)
-        resumed_from_step = progress.step
-    del payload
+    run = _Run(
+        config,
+        data,
+        labels,
+        rank,
+        world_size,
+        device,
+        strategy,
+        optimizer,
+        scheduler,
+        CheckpointManager(
+            config.checkpoint_dir or output_dir / "checkpoints",
+            run_hash,
+            fields,
+            data.fingerprint,
+        ),
+    )
+    resumed_from_step = _resume(run)
 
-    if ddp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    raw_model = model.module if ddp else model
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
-
-    # ---- train
     pbar = tqdm(
-        total=total_steps,
-        initial=progress.step,
-        disable=not master_process,
+        total=data.total_steps,
+        initial=run.progress.step,
+        disable=not run.master_process,
         desc="train",
         dynamic_ncols=True,
         # Redrawn in place on a terminal; in logs (CI, Airflow) one line per 30 s.
@@ -492,161 +442,206 @@ def _train(  # noqa: PLR0912, PLR0915 - one readable loop beats many small helpe
     samples_this_run = 0
     t_train = time.perf_counter()
     try:
-        while not progress.finished:
-            sampler.set_epoch(progress.epoch, progress.batch_in_epoch)
-            for indices in sampler:
-                t_step = time.perf_counter()
-                loss_sum = torch.zeros((), device=device)
-                for micro_step in range(config.grad_accum_steps):
-                    # Strided, so each micro-batch spans the (sorted) lengths alike,
-                    # and padded on its own, to its longest row.
-                    micro = collate(
-                        [
-                            train_set[i]
-                            for i in indices[micro_step :: config.grad_accum_steps]
-                        ]
-                    )
-                    micro = {k: v.to(device) for k, v in micro.items()}
-                    last_micro = micro_step == config.grad_accum_steps - 1
-                    # Gradients are all-reduced only on the last micro-step.
-                    sync = nullcontext() if last_micro or not ddp else model.no_sync()
-                    with sync:
-                        with autocast or nullcontext():
-                            logits = model(
-                                micro["input_ids"], micro["attention_mask"]
-                            )  # (b, C)
-                        loss = _compute_loss(config, logits, micro)
-                        (loss / config.grad_accum_steps).backward()
-                    loss_sum += loss.detach()
-                if config.max_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                lr = optimizer.param_groups[0]["lr"]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-
-                train_loss = loss_sum / config.grad_accum_steps
-                if ddp:
-                    # The logged loss is the global batch's, whatever the world size.
-                    dist.all_reduce(train_loss)
-                    train_loss /= world_size
-                progress.step += 1
-                progress.batch_in_epoch += 1
+        while not run.progress.finished:
+            data.sampler.set_epoch(run.progress.epoch, run.progress.batch_in_epoch)
+            for indices in data.sampler:
+                record = _optimizer_step(run, model, indices)
                 samples_this_run += config.batch_size
-                samples_per_s = config.batch_size / (time.perf_counter() - t_step)
-                record = {
-                    "step": progress.step,
-                    "train_loss": float(train_loss),
-                    "lr": float(lr),
-                    "samples_per_s": float(samples_per_s),
-                }
-                progress.step_history.append(record)
                 pbar.update(1)
                 pbar.set_postfix(
                     loss=f"{record['train_loss']:.4f}",
-                    lr=f"{lr:.2e}",
-                    samples_s=f"{samples_per_s:.0f}",
+                    lr=f"{record['lr']:.2e}",
+                    samples_s=f"{record['samples_per_s']:.0f}",
                     refresh=False,
                 )
-                if master_process and progress.step % config.log_every_steps == 0:
-                    logger.info(
-                        "step %d/%d loss %.4f lr %.3e %.1f samples/s",
-                        progress.step,
-                        total_steps,
-                        record["train_loss"],
-                        lr,
-                        samples_per_s,
-                    )
-
-                epoch_done = progress.batch_in_epoch == steps_per_epoch
-                run_done = progress.step >= total_steps
-                every = config.checkpoint_every_steps
-                # The epoch-end checkpoint covers a step that also ends the epoch.
-                if (
-                    every
-                    and progress.step % every == 0
-                    and not (epoch_done or run_done)
-                ):
-                    rng = _gather_rng_states(ddp, world_size)
-                    if master_process:
-                        ckpt.save(
-                            raw_model,
-                            _checkpoint_state(optimizer, scheduler, progress, rng),
-                            progress.step,
-                            progress.best_epoch,
-                        )
-                if progress.step == config.fail_at_step and rank == config.fail_rank:
-                    raise RuntimeError(
-                        f"injected fault on rank {rank} after step {progress.step} "
-                        "(TrainConfig.fail_at_step)"
-                    )
-                if run_done:
+                if _after_step(run):
                     break
-
-            # ---- epoch end (or max_steps): validate, early-stop, checkpoint
-            scores = _evaluate(
-                raw_model,
-                val_set,
-                labels=labels,
-                config=config,
-                device=device,
-                rank=rank,
-                world_size=world_size,
-            )
-            if master_process:
-                epoch = progress.epoch + 1
-                progress.epoch_history.append(
-                    {"epoch": epoch, "step": progress.step, **scores}
-                )
-                if scores["val_macro_f1"] > progress.best_val_macro_f1:
-                    progress.best_val_macro_f1 = scores["val_macro_f1"]
-                    progress.best_epoch = epoch
-                    progress.bad_epochs = 0
-                    ckpt.save_best(raw_model, epoch)
-                else:
-                    progress.bad_epochs += 1
-                progress.stopped_early = (
-                    config.patience is not None
-                    and progress.bad_epochs >= config.patience
-                )
-                logger.info(
-                    "epoch %d: val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f "
-                    "(best %.4f at epoch %s)",
-                    epoch,
-                    scores["val_loss"],
-                    scores["val_accuracy"],
-                    scores["val_macro_f1"],
-                    progress.best_val_macro_f1,
-                    progress.best_epoch,
-                )
-            # Rank 0 decides; every rank adopts its state so they stop together.
-            progress = _broadcast(progress, ddp)
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-            progress.finished = (
-                progress.stopped_early
-                or progress.step >= total_steps
-                or progress.epoch >= config.epochs
-            )
-            rng = _gather_rng_states(ddp, world_size)
-            if master_process:
-                ckpt.save(
-                    raw_model,
-                    _checkpoint_state(optimizer, scheduler, progress, rng),
-                    progress.step,
-                    progress.best_epoch,
-                )
-            if progress.stopped_early:
-                logger.info(
-                    "Stopping early: no better val macro-F1 for %d epochs",
-                    progress.bad_epochs,
-                )
+            _end_epoch(run)
     finally:
         pbar.close()
 
     train_s = time.perf_counter() - t_train
-    if not master_process:
+    if not run.master_process:
         return None
+    progress = run.progress
+    return TrainResult(
+        model_dir=str(_publish_best(run.ckpt, progress, output_dir)),
+        step_history=progress.step_history,
+        epoch_history=progress.epoch_history,
+        best_epoch=int(progress.best_epoch),
+        best_val_macro_f1=float(progress.best_val_macro_f1),
+        resumed_from_step=resumed_from_step,
+        samples_per_s=samples_this_run / train_s if samples_this_run else 0.0,
+        wall_s=time.perf_counter() - t_start,
+        train_samples=len(data.train_set),
+        world_size=world_size,
+        stopped_early=progress.stopped_early,
+    )
+
+
+def _resume(run: _Run) -> int | None:
+    """Load the latest checkpoint of this config, if any; return its step."""
+    latest = None
+    if run.master_process:
+        latest = run.ckpt.latest()
+        if latest is not None:
+            logger.info(
+                "Resuming from checkpoint step %d (%s, config hash %s)",
+                latest.step,
+                latest.path,
+                run.ckpt.run_hash[:16],
+            )
+        else:
+            logger.info("%s", run.ckpt.explain_fresh_start())
+    state = run.strategy.restore(run.ckpt, latest, run.optimizer)
+    if state is None:
+        return None
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.progress = _Progress(**state["progress"])
+    if run.rank < len(state["rng"]):
+        restore_rng_state(state["rng"][run.rank])
+    else:
+        logger.warning("No RNG state saved for rank %d; reseeding", run.rank)
+        _seed_everything(run.config.seed + run.rank + run.progress.step)
+    return run.progress.step
+
+
+def _optimizer_step(
+    run: _Run, model: nn.Module, indices: list[int]
+) -> dict[str, float]:
+    """One optimizer step over this rank's share of a global batch; its record."""
+    config, device, strategy = run.config, run.device, run.strategy
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
+    collate = PadCollator(config.pad_token_id)
+    t_step = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    for micro_step in range(config.grad_accum_steps):
+        # Strided, so each micro-batch spans the (sorted) lengths alike, and padded
+        # on its own, to its longest row.
+        micro = collate(
+            [
+                run.data.train_set[i]
+                for i in indices[micro_step :: config.grad_accum_steps]
+            ]
+        )
+        micro = {k: v.to(device) for k, v in micro.items()}
+        # Gradients are exchanged only on the last micro-step.
+        with strategy.no_sync(micro_step == config.grad_accum_steps - 1):
+            with autocast or nullcontext():
+                logits = model(micro["input_ids"], micro["attention_mask"])  # (b, C)
+            loss = _compute_loss(config, logits, micro)
+            (loss / config.grad_accum_steps).backward()
+        loss_sum += loss.detach()
+    if config.max_grad_norm is not None:
+        strategy.clip_grad_norm(config.max_grad_norm)
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+    train_loss = loss_sum / config.grad_accum_steps
+    if run.ddp:
+        # The logged loss is the global batch's, whatever the world size.
+        dist.all_reduce(train_loss)
+        train_loss /= run.world_size
+    progress = run.progress
+    progress.step += 1
+    progress.batch_in_epoch += 1
+    samples_per_s = config.batch_size / (time.perf_counter() - t_step)
+    record = {
+        "step": progress.step,
+        "train_loss": float(train_loss),
+        "lr": float(lr),
+        "samples_per_s": float(samples_per_s),
+    }
+    progress.step_history.append(record)
+    if run.master_process and progress.step % config.log_every_steps == 0:
+        logger.info(
+            "step %d/%d loss %.4f lr %.3e %.1f samples/s",
+            progress.step,
+            run.data.total_steps,
+            record["train_loss"],
+            lr,
+            samples_per_s,
+        )
+    return record
+
+
+def _after_step(run: _Run) -> bool:
+    """Checkpoint if due, inject a configured fault; True when the run is done."""
+    progress, config = run.progress, run.config
+    epoch_done = progress.batch_in_epoch == run.data.steps_per_epoch
+    run_done = progress.step >= run.data.total_steps
+    every = config.checkpoint_every_steps
+    # The epoch-end checkpoint covers a step that also ends the epoch.
+    if every and progress.step % every == 0 and not (epoch_done or run_done):
+        run.save_checkpoint()
+    if progress.step == config.fail_at_step and run.rank == config.fail_rank:
+        raise RuntimeError(
+            f"injected fault on rank {run.rank} after step {progress.step} "
+            "(TrainConfig.fail_at_step)"
+        )
+    return run_done
+
+
+def _end_epoch(run: _Run) -> None:
+    """Epoch end (or max_steps): validate, early-stop, keep the best, checkpoint."""
+    config = run.config
+    scores = _evaluate(
+        run.strategy.model,
+        run.data.val_set,
+        labels=run.labels,
+        config=config,
+        device=run.device,
+        rank=run.rank,
+        world_size=run.world_size,
+        lockstep=run.strategy.lockstep_eval,
+    )
+    epoch = run.progress.epoch + 1
+    if run.master_process:
+        progress = run.progress
+        progress.epoch_history.append({"epoch": epoch, "step": progress.step, **scores})
+        if scores["val_macro_f1"] > progress.best_val_macro_f1:
+            progress.best_val_macro_f1 = scores["val_macro_f1"]
+            progress.best_epoch = epoch
+            progress.bad_epochs = 0
+        else:
+            progress.bad_epochs += 1
+        progress.stopped_early = (
+            config.patience is not None and progress.bad_epochs >= config.patience
+        )
+        logger.info(
+            "epoch %d: val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f "
+            "(best %.4f at epoch %s)",
+            epoch,
+            scores["val_loss"],
+            scores["val_accuracy"],
+            scores["val_macro_f1"],
+            progress.best_val_macro_f1,
+            progress.best_epoch,
+        )
+    # Rank 0 decides; every rank adopts its state so they stop together.
+    progress = run.progress = run.broadcast(run.progress)
+    if progress.best_epoch == epoch:
+        run.strategy.save_best(run.ckpt, epoch)
+    progress.epoch += 1
+    progress.batch_in_epoch = 0
+    progress.finished = (
+        progress.stopped_early
+        or progress.step >= run.data.total_steps
+        or progress.epoch >= config.epochs
+    )
+    run.save_checkpoint()
+    if progress.stopped_early:
+        logger.info(
+            "Stopping early: no better val macro-F1 for %d epochs", progress.bad_epochs
+        )
+
+
+def _publish_best(
+    ckpt: CheckpointManager, progress: _Progress, output_dir: Path
+) -> Path:
+    """Rank 0: copy the best epoch's weights to ``output_dir/model`` atomically."""
     model_dir = output_dir / "model"
     staging = output_dir / f".tmp-model-{uuid.uuid4().hex[:8]}"
     shutil.copytree(ckpt.best_dir(progress.best_epoch), staging)
@@ -659,16 +654,4 @@ def _train(  # noqa: PLR0912, PLR0915 - one readable loop beats many small helpe
         progress.best_val_macro_f1,
         model_dir,
     )
-    return TrainResult(
-        model_dir=str(model_dir),
-        step_history=progress.step_history,
-        epoch_history=progress.epoch_history,
-        best_epoch=int(progress.best_epoch),
-        best_val_macro_f1=float(progress.best_val_macro_f1),
-        resumed_from_step=resumed_from_step,
-        samples_per_s=samples_this_run / train_s if samples_this_run else 0.0,
-        wall_s=time.perf_counter() - t_start,
-        train_samples=len(train_set),
-        world_size=world_size,
-        stopped_early=progress.stopped_early,
-    )
+    return model_dir
