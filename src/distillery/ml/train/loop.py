@@ -147,7 +147,7 @@ def _build_model(
             )
     else:
         model = TextClassifier.from_pretrained_encoder(
-            config.model_name_or_path, labels, config.dropout
+            config.model_name_or_path, labels, config.dropout, config.pooling
         )
     model.set_dropout(config.dropout)
     max_positions = getattr(model.config, "max_position_embeddings", None)
