@@ -113,3 +113,27 @@ def test_a_tokenizer_without_pad_pads_with_end_of_sequence(
     )
     with pytest.raises(ValueError, match="neither a pad nor an end-of-sequence"):
         load_tokenizer(str(tmp_path / "none"))
+
+
+def test_roberta_positions_start_after_the_pad_id(
+    tiny_family_dir: Callable[[str], Path],
+) -> None:
+    model = TextClassifier.from_pretrained_encoder(
+        str(tiny_family_dir("roberta")), LABELS
+    )
+    # 160 rows, numbered from pad id 1 + 1: 158 tokens fit.
+    assert model.config.max_position_embeddings == 160
+    assert model.max_positions == 158
+    ids = torch.full((1, 158), 5)
+    with torch.no_grad():
+        assert model(ids, torch.ones_like(ids)).shape == (1, 3)
+    qwen = TextClassifier.from_pretrained_encoder(str(tiny_family_dir("qwen2")), LABELS)
+    assert qwen.max_positions == 256
+
+
+def test_train_options_check_the_pooling() -> None:
+    from distillery.ml.train.config import TrainConfig  # noqa: PLC0415
+
+    assert TrainConfig(pooling="last").pooling == "last"
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        TrainConfig(pooling="max")

@@ -88,7 +88,7 @@ def export_onnx(
         ImportError: If ``onnxscript`` (needed by torch's exporter) is missing.
     """
     path = Path(path)
-    positions = model.config.max_position_embeddings
+    positions = model.max_positions or max_length
     if not 2 <= max_length <= positions:
         raise ValueError(f"max_length must be in [2, {positions}], got {max_length}")
     model = copy.deepcopy(model).eval().cpu()

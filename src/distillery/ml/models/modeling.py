@@ -34,6 +34,8 @@ CLASSIFIER_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
 # auto: by family (mean for encoders, last for decoders); cls: the first token's state.
 POOLINGS = ("auto", "mean", "cls", "last")
+# Families that number positions from pad_token_id + 1, so that many rows are unusable.
+_POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
 
 
 def builtin_teacher_path() -> Path:
@@ -155,6 +157,17 @@ class TextClassifier(nn.Module):
     def config(self) -> PretrainedConfig:
         """The encoder's transformers config."""
         return self.encoder.config
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest input the encoder can number, special tokens included; None if
+        its config sets no limit."""
+        positions = getattr(self.config, "max_position_embeddings", None)
+        if positions is None:
+            return None
+        if self.config.model_type in _POSITIONS_AFTER_PAD:
+            positions -= (self.config.pad_token_id or 0) + 1
+        return int(positions)
 
     @property
     def num_labels(self) -> int:

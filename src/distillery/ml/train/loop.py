@@ -150,7 +150,7 @@ def _build_model(
             config.model_name_or_path, labels, config.dropout, config.pooling
         )
     model.set_dropout(config.dropout)
-    max_positions = getattr(model.config, "max_position_embeddings", None)
+    max_positions = model.max_positions
     if max_positions is not None and config.max_length > max_positions:
         raise ValueError(
             f"max_length {config.max_length} exceeds the encoder's "

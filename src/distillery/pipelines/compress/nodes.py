@@ -228,7 +228,7 @@ def distill_students(
         source = load_student_backbone(backbone, teacher_model.labels)
         tokenizer = load_tokenizer(backbone)
         logger.info(
-            "Students start from %s (a %s teacher cannot be sliced)",
+            "Students start from %s with its own tokenizer (the teacher is a %s)",
             backbone,
             teacher_model.model.config.model_type,
         )
