@@ -91,6 +91,157 @@ def tiny_teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# Tiny randomly initialised teachers of other families (width 32, 3 blocks so the
+# base config's freeze_layers: 2 leaves one to train). Encoders reuse the packaged
+# WordPiece tokenizer, or a byte-level BPE trained here (RoBERTa, decoders): no hub.
+TINY_FAMILIES = {
+    "bert": {"tokenizer": "wordpiece"},
+    "roberta": {
+        "tokenizer": "roberta-bpe",
+        # Positions start after the pad id: 128 tokens need 130 rows.
+        "config": {"max_position_embeddings": 160, "type_vocab_size": 1},
+    },
+    "deberta-v2": {
+        "tokenizer": "wordpiece",
+        "config": {
+            "max_position_embeddings": 512,
+            "relative_attention": True,
+            "pos_att_type": ["p2c", "c2p"],
+            "position_biased_input": False,  # DeBERTa-v3's setting
+            "position_buckets": 32,
+            "type_vocab_size": 0,
+        },
+    },
+    "modernbert": {
+        "tokenizer": "wordpiece",
+        "config": {
+            "max_position_embeddings": 512,
+            "cls_token_id": 101,
+            "sep_token_id": 102,
+            "bos_token_id": 101,
+            "eos_token_id": 102,
+        },
+    },
+    "electra": {"tokenizer": "wordpiece", "config": {"embedding_size": 32}},
+    "qwen2": {
+        "tokenizer": "decoder-bpe",
+        "config": {"max_position_embeddings": 256, "num_key_value_heads": 1},
+    },
+    "llama": {
+        "tokenizer": "decoder-bpe",
+        "config": {"max_position_embeddings": 256, "num_key_value_heads": 1},
+    },
+}
+_BPE_TEXTS = [
+    "what a lovely flight, thanks to the kind crew",
+    "the flight was late and the staff were rude",
+    "@user my bag is lost again http",
+    "great service, calm trip, never a delay!!",
+    "awful seats but the food was okay",
+]
+
+
+def _byte_level_bpe(special_tokens: list[str]):  # noqa: ANN202 - tokenizers.Tokenizer
+    """A 400-id byte-level BPE trained on a few sentences (any text encodes)."""
+    from tokenizers import (  # noqa: PLC0415
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_BPE_TEXTS * 4, trainer)
+    return tokenizer
+
+
+def _family_tokenizer(kind: str) -> tuple[Any, dict[str, int]]:
+    """A fast tokenizer of ``kind`` and the special ids its model config needs."""
+    from tokenizers import processors  # noqa: PLC0415
+    from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+
+    from distillery.ml.models.modeling import load_tokenizer  # noqa: PLC0415
+
+    if kind == "wordpiece":
+        return load_tokenizer("builtin"), {"vocab_size": 30522, "pad_token_id": 0}
+    if kind == "roberta-bpe":
+        bpe = _byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+        # RoBERTa's roles: <s> opens (bos, cls), </s> closes (eos, sep).
+        roles = {"bos": "<s>", "cls": "<s>", "eos": "</s>", "sep": "</s>"}
+        roles |= {"pad": "<pad>", "unk": "<unk>", "mask": "<mask>"}
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=bpe, **{f"{k}_token": v for k, v in roles.items()}
+        )
+        ids = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+        return fast, {"vocab_size": bpe.get_vocab_size()} | ids
+    # A decoder's: one end-of-text token and no pad token, as Qwen2 and Llama ship.
+    bpe = _byte_level_bpe(["<|endoftext|>"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>")
+    ids = {"bos_token_id": 0, "eos_token_id": 0}
+    return fast, {"vocab_size": bpe.get_vocab_size()} | ids
+
+
+def make_tiny_family_model(
+    family: str, path: Path, num_layers: int = 3, seed: int = 0
+) -> Path:
+    """Save a tiny random ``family`` base model and its tokenizer in ``path``.
+
+    Args:
+        family: A key of :data:`TINY_FAMILIES` (a Hugging Face model type).
+        path: Folder to create; loadable with ``AutoModel``/``AutoTokenizer``.
+        num_layers: Transformer blocks.
+        seed: Initialisation seed.
+
+    Returns:
+        ``path``.
+    """
+    import torch  # noqa: PLC0415
+    from transformers import AutoConfig, AutoModel  # noqa: PLC0415
+
+    spec = TINY_FAMILIES[family]
+    tokenizer, ids = _family_tokenizer(spec["tokenizer"])
+    config = AutoConfig.for_model(
+        family,
+        hidden_size=32,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        **ids | spec.get("config", {}),
+    )
+    torch.manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    AutoModel.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], Path]:
+    """``tiny_family_dir(family)``: the folder of a tiny teacher of that family.
+
+    Built once per session and family (see :func:`make_tiny_family_model`).
+    """
+    root = tmp_path_factory.mktemp("tiny_families")
+
+    @functools.cache
+    def build(family: str) -> Path:
+        return make_tiny_family_model(family, root / family)
+
+    return build
+
+
 TRIP_WORDS = {
     "negative": ["awful", "late", "rude"],
     "positive": ["great", "kind", "calm"],
@@ -188,6 +339,12 @@ def run_kedro(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="session")
+def kedro_runner() -> Callable[..., subprocess.CompletedProcess]:
+    """:func:`run_kedro` itself, for module-scoped runs in a project of one's own."""
+    return run_kedro
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from distillery.ml.data.text import (
     mark_duplicates_partition,
     normalize_partition,
     normalize_text,
+    retokenize_frame,
     split_fractions,
     text_hash,
     tokenize_partition,
@@ -114,3 +115,32 @@ def test_encode_partition_rejects_labels_outside_the_vocabulary() -> None:
     )
     with pytest.raises(ValueError, match="zz"):
         encode_partition(frame, load_encoder("builtin", 16), {"a": 0})
+
+
+def test_a_frame_is_retokenized_from_its_text_and_keeps_other_columns(
+    tiny_family_dir,
+) -> None:
+    texts = ["what a lovely flight", "rude crew"]
+    frame = tokenize_partition(
+        pd.DataFrame({"text": texts, "label": ["a", "b"], "source_row": [4, 7]}),
+        str(tiny_family_dir("qwen2")),
+        16,
+        {"a": 0, "b": 1},
+    ).assign(teacher_logits=[[0.5, -0.5], [-1.0, 1.0]])
+
+    out = retokenize_frame(frame, load_encoder("builtin", 16))
+
+    expected = tokenize_partition(
+        frame.assign(label=["a", "b"]), "builtin", 16, {"a": 0, "b": 1}
+    )
+    assert [ids.tolist() for ids in out["input_ids"]] == [
+        ids.tolist() for ids in expected["input_ids"]
+    ]
+    assert out["input_ids"].iloc[0].tolist() != frame["input_ids"].iloc[0].tolist()
+    assert [len(m) for m in out["attention_mask"]] == [
+        len(ids) for ids in out["input_ids"]
+    ]
+    for column in ("label", "text", "source_row", "teacher_logits"):
+        assert out[column].tolist() == frame[column].tolist()
+    with pytest.raises(ValueError, match="text column"):
+        retokenize_frame(frame.drop(columns="text"), load_encoder("builtin", 16))

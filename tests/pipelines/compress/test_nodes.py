@@ -11,6 +11,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
+from distillery.ml.compress.distill import compute_logits
 from distillery.ml.data.text import tokenize_partition
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.models.modeling import TextClassifier, load_tokenizer
@@ -21,6 +22,7 @@ from distillery.pipelines.compress.nodes import (
     distill_students,
     export_students,
     export_teacher,
+    tokenize_student_val,
 )
 
 LABELS = ["negative", "positive"]
@@ -30,7 +32,7 @@ WORDS = {
 }
 
 
-def _frame(n: int) -> pd.DataFrame:
+def _frame(n: int, tokenizer: str = "builtin") -> pd.DataFrame:
     rows = [
         {"text": f"{w} flight {i}", "label": label, "source_row": len(LABELS) * i + k}
         for i in range(n)
@@ -38,7 +40,7 @@ def _frame(n: int) -> pd.DataFrame:
         for w in [words[i % 4]]
     ]
     frame = tokenize_partition(
-        pd.DataFrame(rows), "builtin", 32, {"negative": 0, "positive": 1}
+        pd.DataFrame(rows), tokenizer, 32, {"negative": 0, "positive": 1}
     )
     return frame
 
@@ -104,6 +106,55 @@ def test_students_are_distilled_pruned_and_exported_with_parity(
     assert 0.0 <= report["L1-H16"]["int8_agreement"] <= 1.0
 
 
+def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(
+    tiny_family_dir, tmp_path: Path
+) -> None:
+    folder = str(tiny_family_dir("qwen2"))
+    model = TextClassifier.from_pretrained_encoder(folder, LABELS, 0.0).eval()
+    teacher = ClassifierArtifact(model, load_tokenizer(folder))
+    options = _options(tmp_path / "work") | {
+        "students": [{"name": "L1-H64", "num_layers": 1, "hidden_size": 64}],
+        "logits_source": "torch",
+    }
+    # What preprocess wrote: the texts in the teacher's own tokens.
+    train, val = _frame(12, folder), _frame(4, folder)
+
+    distill_train = cache_teacher_logits(teacher, {}, {}, train, options)
+    student_val = tokenize_student_val(teacher, val, options)
+
+    # The logits are the teacher's on its own tokens; the rows the students read
+    # are the same texts in the packaged MiniLM's tokens.
+    np.testing.assert_allclose(
+        np.stack(distill_train["teacher_logits"]),
+        compute_logits(model, train),
+        atol=1e-6,
+    )
+    builtin = _frame(12)
+    assert [ids.tolist() for ids in distill_train["input_ids"]] == [
+        ids.tolist() for ids in builtin["input_ids"]
+    ]
+    assert student_val["text"].tolist() == val["text"].tolist()
+    assert student_val["input_ids"].iloc[0].tolist() == (
+        _frame(4)["input_ids"].iloc[0].tolist()
+    )
+
+    students, _, summary = distill_students(
+        teacher, distill_train, student_val, options
+    )
+    files, report = export_students(students, student_val, options)
+
+    assert summary["student_backbone"] == "builtin"
+    student = students["L1-H64"]
+    assert student.model.config.model_type == "bert"
+    assert student.model.config.hidden_size == 64
+    assert student.tokenizer.cls_token == "[CLS]"  # MiniLM's, not the teacher's
+    assert set(files) == {"L1-H64.onnx", "L1-H64.int8.onnx"}
+    assert report["L1-H64"]["parity_max_abs_diff"] <= 1e-4
+
+    with pytest.raises(ValueError, match="needs one of the model types"):
+        tokenize_student_val(teacher, val, options | {"student_backbone": "teacher"})
+
+
 def _evaluation(name: str, form: str, f1: float, size: int, p50: float) -> dict:
     family = "teacher" if name.startswith("teacher") else "student"
     return ModelEvaluation(
@@ -164,7 +215,7 @@ def _gate_slice(
             "params:compress_options": MemoryDataset(options),
             "params:compress_options.registry": MemoryDataset(options["registry"]),
             "student_onnx": MemoryDataset(files, copy_mode="assign"),
-            "teacher_model": MemoryDataset(students["L1-H16"], copy_mode="assign"),
+            "distilled_students": MemoryDataset(students, copy_mode="assign"),
             "params:preprocess": MemoryDataset(
                 {"user_token": "@user", "url_token": "http"}
             ),

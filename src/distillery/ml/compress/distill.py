@@ -1,7 +1,13 @@
-"""Distillation helpers: cached teacher logits and student recipes.
+"""Distillation helpers: cached teacher logits, student recipes and backbones.
 
 The training loop itself is :mod:`distillery.ml.train.loop` (``loss="kd"``); this module
 prepares what it needs.
+
+A student starts either from the teacher itself (its layers, width and vocabulary
+sliced, see :mod:`distillery.ml.compress.student`), which needs a BERT-shaped teacher,
+or from another BERT-shaped backbone (by default the packaged MiniLM) with its own
+tokenizer. Distillation only needs the teacher's logits per text, so the second way
+crosses tokenizers and architectures: any teacher gets a small BERT student.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import torch
 from distillery.ml.compress.student import build_student, rank_hidden_dims
 from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
 from distillery.ml.data.batches import PadCollator, TokenDataset
-from distillery.ml.models.modeling import TextClassifier
+from distillery.ml.models.modeling import BUILTIN_TEACHER, TextClassifier
 from distillery.ml.train.options import options_from_params
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,65 @@ def compute_logits(
         rows = order[start : start + batch_size]
         out[rows] = forward(collate([dataset[int(i)] for i in rows]))
     return out
+
+
+# Model types whose parameter layout build_student slices (encoder.layer.N.attention...).
+BERT_SHAPED = ("bert",)
+SLICE_TEACHER = "teacher"
+STUDENT_BACKBONES = ("auto", SLICE_TEACHER, BUILTIN_TEACHER)  # or a model folder / id
+
+
+def is_bert_shaped(config: Any) -> bool:
+    """Whether a student can be sliced out of a model with this config."""
+    return getattr(config, "model_type", None) in BERT_SHAPED
+
+
+def resolve_student_backbone(backbone: str, teacher_config: Any) -> str:
+    """Where the students start: ``teacher`` (sliced from it) or a model to load.
+
+    Args:
+        backbone: ``auto`` (the teacher when it is BERT-shaped, else ``builtin``),
+            ``teacher``, ``builtin`` or a folder / hub id of a BERT-shaped encoder.
+        teacher_config: The teacher encoder's config.
+
+    Returns:
+        ``"teacher"``, or the name or path of the backbone to load.
+
+    Raises:
+        ValueError: if ``backbone`` is empty, or ``teacher`` is asked of a teacher
+            that is not BERT-shaped.
+    """
+    if not backbone:
+        raise ValueError(
+            f"compress_options.student_backbone must be one of {STUDENT_BACKBONES} "
+            "or a model folder"
+        )
+    shaped = is_bert_shaped(teacher_config)
+    if backbone == "auto":
+        return SLICE_TEACHER if shaped else BUILTIN_TEACHER
+    if backbone == SLICE_TEACHER and not shaped:
+        raise ValueError(
+            "compress_options.student_backbone 'teacher' slices students out of the "
+            f"teacher, which needs one of the model types {BERT_SHAPED}; this "
+            f"teacher is {getattr(teacher_config, 'model_type', None)!r}. Use 'auto' "
+            "or 'builtin'."
+        )
+    return backbone
+
+
+def load_student_backbone(backbone: str, labels: list[str]) -> TextClassifier:
+    """A pretrained BERT-shaped encoder with a new head, for students to be cut from.
+
+    Raises:
+        ValueError: if the backbone is not BERT-shaped.
+    """
+    model = TextClassifier.from_pretrained_encoder(backbone, labels, pooling="mean")
+    if not is_bert_shaped(model.config):
+        raise ValueError(
+            f"student backbone {backbone} is a {model.config.model_type!r} model; "
+            f"students are cut from one of {BERT_SHAPED}"
+        )
+    return model.eval()
 
 
 @dataclass(frozen=True)
@@ -118,7 +183,8 @@ def make_student(
     """Prune the teacher's vocabulary, then cut it to the recipe's depth and width.
 
     Args:
-        teacher: fine-tuned teacher.
+        teacher: fine-tuned teacher, or the backbone the students start from
+            (:func:`load_student_backbone`).
         recipe: the variant.
         keep_ids: tokenizer ids kept (from :func:`vocabulary_to_keep`).
         unk_id: id of ``[UNK]``.

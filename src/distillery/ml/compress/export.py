@@ -15,7 +15,10 @@ onnxruntime 1.32, see ``benchmarks/calibrate_student_sizes.py``):
 * **Graph optimization**: ONNX Runtime's transformer optimizer (``model_type="bert"``)
   fuses ``SkipLayerNormalization`` and ``BiasGelu`` in this graph; its ``Attention`` and
   ``EmbedLayerNormalization`` patterns only match the legacy exporter's graph, and on
-  this CPU the fully fused legacy graph was no faster at batch 1.
+  this CPU the fully fused legacy graph was no faster at batch 1. Only the BERT-like
+  families it knows (:data:`ORT_OPTIMIZER_TYPES`) go through it; any other family
+  (DeBERTa, ModernBERT, decoders) gets ONNX Runtime's generic offline graph
+  optimization, which fuses what it recognises and never changes the outputs.
 * **Quantization**: ``quantize_dynamic`` with int8 weights on ``MatMul`` and the
   embedding ``Gather`` (the embeddings dominate a small student's size). Weights are
   per-channel with ``reduce_range`` (7-bit): on CPUs without VNNI (AVX2 only, like
@@ -48,6 +51,14 @@ INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 20  # the torch.export exporter's default; Gelu is a native op here
 _WORD_EMBEDDINGS = "encoder.embeddings.word_embeddings.weight"
+# Hugging Face model types -> ONNX Runtime transformer optimizer type. RoBERTa, XLM-R
+# and ELECTRA share BERT's block layout, which is what the "bert" fusions match.
+ORT_OPTIMIZER_TYPES = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+}
 
 
 def export_onnx(
@@ -77,7 +88,7 @@ def export_onnx(
         ImportError: If ``onnxscript`` (needed by torch's exporter) is missing.
     """
     path = Path(path)
-    positions = model.config.max_position_embeddings
+    positions = model.max_positions or max_length
     if not 2 <= max_length <= positions:
         raise ValueError(f"max_length must be in [2, {positions}], got {max_length}")
     model = copy.deepcopy(model).eval().cpu()
@@ -123,12 +134,17 @@ def export_onnx(
 
 def _model_metadata(model: TextClassifier, max_length: int) -> dict[str, str]:
     """Metadata that lets a predictor and the quantizer work from the file alone."""
-    return {
+    metadata = {
         "labels": json.dumps(model.labels),
         "max_length": str(max_length),
         "num_heads": str(model.config.num_attention_heads),
         "hidden_size": str(model.config.hidden_size),
     }
+    # The optimizer reads a missing type as BERT's: a BERT export's metadata (and
+    # size) stays what it was before other families were supported.
+    if model.config.model_type != "bert":
+        metadata["model_type"] = str(model.config.model_type)
+    return metadata
 
 
 def _set_metadata(graph: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
@@ -281,13 +297,22 @@ def optimize_onnx(src: str | Path, dst: str | Path) -> Path:
 
 def _optimize_graph(src: Path, dst: Path, metadata: Mapping[str, str]) -> Path:
     """Fuse transformer subgraphs with ONNX Runtime, keeping the file self-contained."""
-    import onnxruntime as ort  # noqa: PLC0415
     from onnxruntime.transformers.optimizer import optimize_model  # noqa: PLC0415
 
+    # Files written before the model type was recorded are BERT's.
+    model_type = metadata.get("model_type", "bert")
+    optimizer_type = ORT_OPTIMIZER_TYPES.get(model_type)
+    if optimizer_type is None:
+        logger.info(
+            "ONNX Runtime has no transformer optimizer for model type %r; using its "
+            "offline graph optimization",
+            model_type,
+        )
+        return _offline_optimize(src, dst)
     try:
         optimized = optimize_model(
             str(src),
-            model_type="bert",
+            model_type=optimizer_type,
             num_heads=int(metadata.get("num_heads", 0)),
             hidden_size=int(metadata.get("hidden_size", 0)),
         )
@@ -303,12 +328,18 @@ def _optimize_graph(src: Path, dst: Path, metadata: Mapping[str, str]) -> Path:
             src,
             exc_info=True,
         )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        )
-        options.optimized_model_filepath = str(dst)
-        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        _offline_optimize(src, dst)
+    return dst
+
+
+def _offline_optimize(src: Path, dst: Path) -> Path:
+    """ONNX Runtime's own offline graph optimization (extended level, CPU)."""
+    import onnxruntime as ort  # noqa: PLC0415
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
     return dst
 
 

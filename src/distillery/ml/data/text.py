@@ -176,6 +176,20 @@ def encode_partition(
         raise ValueError(
             f"labels {missing} are not in the label vocabulary {list(label_to_id)}"
         )
+    return pd.DataFrame(
+        _token_columns(frame, encoder, chunk_rows)
+        | {
+            "label": labels.astype("int64"),
+            "text": frame["text"].astype("string"),
+            "source_row": frame["source_row"].astype("int64"),
+        }
+    )
+
+
+def _token_columns(
+    frame: pd.DataFrame, encoder: Tokenizer, chunk_rows: int
+) -> dict[str, pd.Series]:
+    """``input_ids`` (int32) and ``attention_mask`` (int8) arrays for ``frame.text``."""
     texts = [str(t) for t in frame["text"]]
     input_ids: list[np.ndarray] = []
     for start in range(0, len(texts), chunk_rows):
@@ -183,20 +197,39 @@ def encode_partition(
             np.array(encoding.ids, dtype=np.int32)
             for encoding in encoder.encode_batch_fast(texts[start : start + chunk_rows])
         )
-    return pd.DataFrame(
-        {
-            "input_ids": pd.Series(input_ids, index=frame.index, dtype=object),
-            # Without padding every token is attended to.
-            "attention_mask": pd.Series(
-                [np.ones(len(ids), dtype=np.int8) for ids in input_ids],
-                index=frame.index,
-                dtype=object,
-            ),
-            "label": labels.astype("int64"),
-            "text": frame["text"].astype("string"),
-            "source_row": frame["source_row"].astype("int64"),
-        }
-    )
+    return {
+        "input_ids": pd.Series(input_ids, index=frame.index, dtype=object),
+        # Without padding every token is attended to.
+        "attention_mask": pd.Series(
+            [np.ones(len(ids), dtype=np.int8) for ids in input_ids],
+            index=frame.index,
+            dtype=object,
+        ),
+    }
+
+
+def retokenize_frame(
+    frame: pd.DataFrame,
+    encoder: Tokenizer,
+    chunk_rows: int = TOKENIZE_CHUNK_ROWS,
+) -> pd.DataFrame:
+    """``frame`` with ``input_ids`` and ``attention_mask`` redone from its ``text``.
+
+    A student with its own tokenizer learns from rows the teacher's tokenizer
+    prepared: the texts (already normalised) stay, every other column (label,
+    cached teacher logits, lineage) is kept as it is.
+
+    Args:
+        frame: A tokenised frame (:func:`encode_partition`), with ``text``.
+        encoder: The new tokenizer, from :func:`load_encoder`.
+        chunk_rows: Texts per call into the Rust tokenizer.
+
+    Raises:
+        ValueError: if ``frame`` has no ``text`` column.
+    """
+    if "text" not in frame.columns:
+        raise ValueError("retokenizing needs the frame's text column")
+    return frame.assign(**_token_columns(frame, encoder, chunk_rows))
 
 
 def tokenize_partition(

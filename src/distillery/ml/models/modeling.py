@@ -1,7 +1,12 @@
-"""Text classifier: a pretrained transformer encoder, mean pooling, dropout, linear head.
+"""Text classifier: a pretrained transformer, pooling, dropout, linear head.
 
 The same class holds the fine-tuned teacher and every compressed student, so that one
-evaluation, export and serving path serves them all.
+evaluation, export and serving path serves them all. The transformer may be any
+Hugging Face base model: an encoder (BERT, RoBERTa, DeBERTa-v2/v3, ModernBERT, XLM-R,
+ELECTRA, ...) or a decoder (Llama, Qwen2, Mistral, Gemma, ...). Pooling follows the
+family: the mean over real tokens for an encoder, whose every token sees the whole
+text; the last real token for a decoder, the only one that has seen the whole text
+through its causal mask.
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+)
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_TEACHER = "builtin"
 CLASSIFIER_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
+# auto: by family (mean for encoders, last for decoders); cls: the first token's state.
+POOLINGS = ("auto", "mean", "cls", "last")
+# Families that number positions from pad_token_id + 1, so that many rows are unusable.
+_POSITIONS_AFTER_PAD = ("roberta", "xlm-roberta", "camembert", "data2vec-text")
 
 
 def builtin_teacher_path() -> Path:
@@ -52,6 +65,48 @@ def _without_pooler(factory: Callable[..., nn.Module], *args: Any) -> nn.Module:
         return factory(*args)
 
 
+def is_decoder(config: PretrainedConfig) -> bool:
+    """Whether ``config`` is a causal decoder family (Llama, Qwen2, Mistral, Gemma...).
+
+    A family with a causal-LM head and no masked-LM head is a decoder; BERT-likes
+    have both (``BertLMHeadModel``), so they count as encoders.
+    """
+    model_type = getattr(config, "model_type", "")
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+
+
+def resolve_pooling(pooling: str, config: PretrainedConfig) -> str:
+    """Turn ``auto`` into ``last`` (decoders) or ``mean`` (encoders).
+
+    Raises:
+        ValueError: if ``pooling`` is not one of :data:`POOLINGS`.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if pooling == "auto":
+        return "last" if is_decoder(config) else "mean"
+    return pooling
+
+
+def last_token_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The state of each row's last real token, whichever side the padding is on.
+
+    Args:
+        hidden: ``(B, T, H)`` token states.
+        attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
+
+    Returns:
+        ``(B, H)`` states.
+    """
+    positions = torch.arange(hidden.shape[1], device=hidden.device)  # (T,)
+    # Real positions grow along a row, so the largest masked position is the last.
+    last = (attention_mask.long() * positions).argmax(dim=1)  # (B,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average token states over real (unpadded) tokens.
 
@@ -67,7 +122,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class TextClassifier(nn.Module):
-    """Encoder + mean pooling + dropout + linear head.
+    """Transformer + pooling (``mean``, ``cls`` or ``last``) + dropout + linear head.
 
     ``id_map`` (optional buffer, ``(V_orig,)``) remaps the tokenizer's ids to a pruned
     embedding matrix, so a student with a pruned vocabulary keeps the teacher's
@@ -80,11 +135,16 @@ class TextClassifier(nn.Module):
         labels: list[str],
         dropout: float = 0.1,
         id_map: torch.Tensor | None = None,
+        pooling: str = "auto",
     ) -> None:
         super().__init__()
         if len(labels) < 2:
             raise ValueError(f"a classifier needs at least 2 labels, got {labels!r}")
         self.encoder = encoder
+        self.pooling = resolve_pooling(pooling, encoder.config)
+        # Decoders number positions from the first real token, so a left-padded
+        # batch gives the same states as a right-padded one.
+        self.positions_from_mask = is_decoder(encoder.config)
         self.labels = list(labels)
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout)
@@ -97,6 +157,17 @@ class TextClassifier(nn.Module):
     def config(self) -> PretrainedConfig:
         """The encoder's transformers config."""
         return self.encoder.config
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest input the encoder can number, special tokens included; None if
+        its config sets no limit."""
+        positions = getattr(self.config, "max_position_embeddings", None)
+        if positions is None:
+            return None
+        if self.config.model_type in _POSITIONS_AFTER_PAD:
+            positions -= (self.config.pad_token_id or 0) + 1
+        return int(positions)
 
     @property
     def num_labels(self) -> int:
@@ -125,12 +196,22 @@ class TextClassifier(nn.Module):
         """Return the pooled ``(B, H)`` embedding and, if asked, every layer's states."""
         if self.id_map is not None:
             input_ids = self.id_map[input_ids]
+        extra = {}
+        if self.positions_from_mask:
+            extra["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
         out = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
             output_hidden_states=output_hidden_states,
+            **extra,
         )
-        pooled = mean_pool(out.last_hidden_state, attention_mask)
+        hidden = out.last_hidden_state  # (B, T, H)
+        if self.pooling == "mean":
+            pooled = mean_pool(hidden, attention_mask)
+        elif self.pooling == "last":
+            pooled = last_token_pool(hidden, attention_mask)
+        else:
+            pooled = hidden[:, 0]
         return pooled, (out.hidden_states if output_hidden_states else None)
 
     def forward(
@@ -145,7 +226,11 @@ class TextClassifier(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.encoder.config.save_pretrained(path)
-        meta = {"labels": self.labels, "dropout": self.dropout_p, "pooling": "mean"}
+        meta = {
+            "labels": self.labels,
+            "dropout": self.dropout_p,
+            "pooling": self.pooling,
+        }
         (path / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(path / WEIGHTS_FILE))
@@ -159,28 +244,66 @@ class TextClassifier(nn.Module):
         encoder = _without_pooler(AutoModel.from_config, config)
         state = load_file(str(path / WEIGHTS_FILE))
         model = cls(
-            encoder, meta["labels"], meta["dropout"], id_map=state.get("id_map")
+            encoder,
+            meta["labels"],
+            meta["dropout"],
+            id_map=state.get("id_map"),
+            pooling=meta.get("pooling", "mean"),
         )
         model.load_state_dict(state)
         return model.eval()
 
     @classmethod
     def from_pretrained_encoder(
-        cls, model_name_or_path: str, labels: list[str], dropout: float = 0.1
+        cls,
+        model_name_or_path: str,
+        labels: list[str],
+        dropout: float = 0.1,
+        pooling: str = "auto",
     ) -> TextClassifier:
-        """Load a pretrained encoder (``builtin``, a local folder or a hub id) and add a new head.
+        """Load a pretrained transformer (``builtin``, a local folder or a hub id)
+        and add a new head.
+
+        Args:
+            model_name_or_path: The base model; a causal-LM checkpoint gives its
+                base model (its LM head is dropped).
+            labels: Class names; a label's id is its index.
+            dropout: Drop probability before the head.
+            pooling: One of :data:`POOLINGS`; ``auto`` follows the family.
 
         Raises:
             OSError: if the model cannot be found locally and the hub is not reachable.
+            ValueError: on an unknown ``pooling``.
         """
         source = resolve_model_path(model_name_or_path)
         encoder = _without_pooler(AutoModel.from_pretrained, source)
-        logger.info("Loaded pretrained encoder from %s", source)
-        return cls(encoder, labels, dropout)
+        model = cls(encoder, labels, dropout, pooling=pooling)
+        logger.info(
+            "Loaded pretrained %s from %s (%s pooling)",
+            encoder.config.model_type,
+            source,
+            model.pooling,
+        )
+        return model
 
 
 def load_tokenizer(model_name_or_path: str):  # noqa: ANN201 - transformers' fast tokenizer
-    """Load the fast tokenizer that belongs to ``model_name_or_path`` (``builtin`` allowed)."""
-    return AutoTokenizer.from_pretrained(
+    """Load the fast tokenizer that belongs to ``model_name_or_path`` (``builtin`` allowed).
+
+    Batches are padded on the right and need a pad token: a decoder's tokenizer
+    often has none, so its end-of-sequence token pads (the attention mask hides it).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(
         resolve_model_path(model_name_or_path), use_fast=True
     )
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(
+                f"the tokenizer of {model_name_or_path} has neither a pad nor an "
+                "end-of-sequence token to pad batches with"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+        logger.info("Tokenizer has no pad token; padding with %r", tokenizer.eos_token)
+    if tokenizer.padding_side != "right":
+        tokenizer.padding_side = "right"
+    return tokenizer

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from distillery.ml.models.modeling import POOLINGS
+
 _DEVICES = ("auto", "cpu", "cuda")
 _LOSSES = ("ce", "kd")
 STRATEGIES = ("ddp", "fsdp")
@@ -137,6 +139,8 @@ class TrainConfig:
 
     Attributes:
         model_name_or_path: Pretrained encoder: ``builtin``, a local folder or hub id.
+        pooling: ``auto`` (mean for encoders, last token for decoders), ``mean``,
+            ``cls`` or ``last``; a saved classifier keeps its own.
         max_length: Longest tokenized example allowed, in tokens (data is already
             truncated to it upstream; longer rows are an error).
         batch_size: Global examples per optimizer step, summed over ranks and
@@ -189,6 +193,7 @@ class TrainConfig:
     """
 
     model_name_or_path: str = "builtin"
+    pooling: str = "auto"
     max_length: int = 128
     batch_size: int = 32
     grad_accum_steps: int = 1
@@ -235,6 +240,7 @@ class TrainConfig:
             raise ValueError("invalid TrainConfig: " + "; ".join(errors))
         checks: list[tuple[bool, str]] = [
             (bool(self.model_name_or_path), "model_name_or_path must be non-empty"),
+            (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}"),
             (self.max_length >= 2, "max_length must be >= 2"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.grad_accum_steps >= 1, "grad_accum_steps must be >= 1"),

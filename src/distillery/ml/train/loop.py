@@ -101,10 +101,10 @@ def _build_model(
             )
     else:
         model = TextClassifier.from_pretrained_encoder(
-            config.model_name_or_path, labels, config.dropout
+            config.model_name_or_path, labels, config.dropout, config.pooling
         )
     model.set_dropout(config.dropout)
-    max_positions = getattr(model.config, "max_position_embeddings", None)
+    max_positions = model.max_positions
     if max_positions is not None and config.max_length > max_positions:
         raise ValueError(
             f"max_length {config.max_length} exceeds the encoder's "

@@ -1,4 +1,10 @@
-"""Compress nodes: cached teacher logits, distilled students, ONNX exports, the gate."""
+"""Compress nodes: cached teacher logits, distilled students, ONNX exports, the gate.
+
+Students are sliced out of a BERT-shaped teacher, or start from their own backbone
+(``compress_options.student_backbone``) with their own tokenizer: then the teacher's
+logits are computed on its own tokenisation of each text, and the students' rows are
+tokenised again from the same texts with the students' tokenizer.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,12 @@ import pandas as pd
 import torch
 
 from distillery.ml.compress.distill import (
+    SLICE_TEACHER,
     StudentRecipe,
     compute_logits,
+    load_student_backbone,
     make_student,
+    resolve_student_backbone,
     vocabulary_to_keep,
 )
 from distillery.ml.compress.export import (
@@ -25,9 +34,10 @@ from distillery.ml.compress.export import (
     quantize_onnx,
 )
 from distillery.ml.data.batches import PadCollator, TokenDataset
+from distillery.ml.data.text import load_encoder, retokenize_frame
 from distillery.ml.metrics import classification_metrics
 from distillery.ml.models.artifact import ClassifierArtifact
-from distillery.ml.models.modeling import TextClassifier
+from distillery.ml.models.modeling import TextClassifier, load_tokenizer
 from distillery.ml.report.evaluation import Gates, ModelEvaluation, ratios, select_best
 from distillery.ml.report.reporting import (
     comparison_table_markdown,
@@ -63,6 +73,7 @@ class CompressOptions:
     teacher_check_rows: int = 1024
     parity_tolerance: float = 1e-4
     seed: int = 42
+    student_backbone: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.students:
@@ -103,6 +114,21 @@ class CompressOptions:
         )
         return TrainConfig.from_dict(options)
 
+    def student_backbone_for(self, teacher: ClassifierArtifact) -> str:
+        """``teacher`` (students sliced from it) or the backbone they start from."""
+        return resolve_student_backbone(self.student_backbone, teacher.model.config)
+
+
+def _for_students(
+    frame: pd.DataFrame, backbone: str, options: CompressOptions
+) -> pd.DataFrame:
+    """``frame`` as the students read it: as is when they share the teacher's
+    tokenizer, else tokenised again with the backbone's."""
+    if backbone == SLICE_TEACHER:
+        return frame
+    encoder = load_encoder(backbone, int(options.distill["max_length"]))
+    return retokenize_frame(frame, encoder)
+
 
 def _logits_source(options: CompressOptions, teacher_export: dict[str, Any]) -> str:
     """``auto``: the int8 teacher when it agrees with fp32 often enough, else fp32."""
@@ -126,9 +152,13 @@ def cache_teacher_logits(
     ``min_int8_agreement`` of the checked validation rows (measured by
     :func:`export_teacher`); it is several times faster than PyTorch on a CPU.
 
+    The teacher reads the rows as its own tokenizer prepared them; when the students
+    have their own backbone, the returned rows are tokenised again with its tokenizer
+    (same texts, same logits).
+
     Returns:
         The training rows (a seeded sample of ``distill_samples`` if set) with a
-        ``teacher_logits`` column.
+        ``teacher_logits`` column, tokenised for the students.
     """
     from distillery.ml.serve.inference import OnnxPredictor  # noqa: PLC0415
 
@@ -155,37 +185,69 @@ def cache_teacher_logits(
         len(frame),
         accuracy,
     )
-    return frame.assign(**{TEACHER_LOGITS: list(logits)})
+    backbone = options.student_backbone_for(teacher_model)
+    return _for_students(
+        frame.assign(**{TEACHER_LOGITS: list(logits)}), backbone, options
+    )
+
+
+def tokenize_student_val(
+    teacher_model: ClassifierArtifact,
+    model_input_val: pd.DataFrame,
+    compress_options: dict[str, Any],
+) -> pd.DataFrame:
+    """The validation rows tokenised for the students (the same rows when they share
+    the teacher's tokenizer); distillation and export score the students on them."""
+    options = CompressOptions.from_params(compress_options)
+    backbone = options.student_backbone_for(teacher_model)
+    if backbone != SLICE_TEACHER:
+        logger.info("Tokenising the validation split for students from %s", backbone)
+    return _for_students(model_input_val, backbone, options)
 
 
 def distill_students(
     teacher_model: ClassifierArtifact,
     distill_train: pd.DataFrame,
-    model_input_val: pd.DataFrame,
+    student_input_val: pd.DataFrame,
     compress_options: dict[str, Any],
 ) -> tuple[dict[str, ClassifierArtifact], dict[str, Any], dict[str, Any]]:
     """Build each student (pruned vocabulary, kept layers/width) and distil it.
 
-    Distillation runs the train stage's DDP loop with ``loss: kd`` on cached teacher
-    logits.
+    Students are cut from the teacher, or from their own backbone when the teacher
+    is not BERT-shaped (``student_backbone``). Distillation runs the train stage's
+    DDP loop with ``loss: kd`` on cached teacher logits.
 
     Returns:
         The distilled students by name, their MLflow metric curves and a summary.
     """
     options = CompressOptions.from_params(compress_options)
-    teacher = teacher_model.model.eval()
+    backbone = options.student_backbone_for(teacher_model)
+    if backbone == SLICE_TEACHER:
+        source, tokenizer = teacher_model.model.eval(), teacher_model.tokenizer
+    else:
+        source = load_student_backbone(backbone, teacher_model.labels)
+        tokenizer = load_tokenizer(backbone)
+        logger.info(
+            "Students start from %s with its own tokenizer (the teacher is a %s)",
+            backbone,
+            teacher_model.model.config.model_type,
+        )
     keep_ids = vocabulary_to_keep(
-        distill_train["input_ids"], teacher_model.tokenizer, options.vocab_min_count
+        distill_train["input_ids"], tokenizer, options.vocab_min_count
     )
-    unk_id = teacher_model.tokenizer.unk_token_id
+    unk_id = tokenizer.unk_token_id
     sample = distill_train.head(256)
     students: dict[str, ClassifierArtifact] = {}
     curves: dict[str, list[dict[str, float]]] = {}
-    summary: dict[str, Any] = {"vocabulary_kept": len(keep_ids), "students": {}}
+    summary: dict[str, Any] = {
+        "student_backbone": backbone,
+        "vocabulary_kept": len(keep_ids),
+        "students": {},
+    }
     for recipe in options.students:
         config = options.train_config(recipe)
         initial = make_student(
-            teacher,
+            source,
             recipe,
             keep_ids,
             unk_id,
@@ -198,7 +260,7 @@ def distill_students(
         result = launch_training(
             config,
             distill_train,
-            model_input_val,
+            student_input_val,
             teacher_model.labels,
             workdir,
             init_model_dir=str(init_dir),
@@ -219,7 +281,7 @@ def distill_students(
             result.samples_per_s,
         )
         students[recipe.name] = ClassifierArtifact(
-            TextClassifier.load(result.model_dir), teacher_model.tokenizer
+            TextClassifier.load(result.model_dir), tokenizer
         )
         prefix = recipe.name
         curves[f"{prefix}.train_loss"] = [
@@ -370,10 +432,13 @@ def export_teacher(
 
 def export_students(
     distilled_students: dict[str, ClassifierArtifact],
-    model_input_val: pd.DataFrame,
+    student_input_val: pd.DataFrame,
     compress_options: dict[str, Any],
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Export every student to ONNX (fp32, parity-checked) and ONNX Runtime int8.
+
+    ``student_input_val`` is the validation split tokenised for the students
+    (:func:`tokenize_student_val`).
 
     Returns:
         ``{"<name>.onnx": bytes, "<name>.int8.onnx": bytes}`` and a report per
@@ -394,7 +459,7 @@ def export_students(
                 Path(tmp),
                 options.train_config(recipes[name]).max_length,
                 recipes[name].embedding_bits,
-                model_input_val,
+                student_input_val,
                 options.parity_tolerance,
             )
         return _read_files(Path(tmp)), report
@@ -455,13 +520,14 @@ def select_student(
 def package_student(
     selected_student: dict[str, Any],
     student_onnx: dict[str, bytes],
-    teacher_model: ClassifierArtifact,
+    distilled_students: dict[str, ClassifierArtifact],
     preprocess: dict[str, Any],
 ) -> dict[str, Any]:
-    """The serving bundle of the selected student: ONNX graph, tokenizer, normaliser."""
+    """The serving bundle of the selected student: ONNX graph, its tokenizer (the
+    teacher's, or its backbone's), normaliser."""
     return {
         "onnx": student_onnx[selected_student["file"]],
-        "tokenizer": teacher_model.tokenizer,
+        "tokenizer": distilled_students[selected_student["variant"]].tokenizer,
         "normalize": {k: preprocess[k] for k in ("user_token", "url_token")},
     }
 

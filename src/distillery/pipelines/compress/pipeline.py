@@ -10,6 +10,7 @@ from distillery.pipelines.compress.nodes import (
     package_student,
     register_student,
     select_student,
+    tokenize_student_val,
     write_model_card,
 )
 
@@ -41,11 +42,21 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="cache_teacher_logits_node",
             ),
             node(
+                func=tokenize_student_val,
+                inputs=[
+                    "teacher_model",
+                    "model_input_val@pandas",
+                    "params:compress_options",
+                ],
+                outputs="student_input_val",
+                name="tokenize_student_val_node",
+            ),
+            node(
                 func=distill_students,
                 inputs=[
                     "teacher_model",
                     "distill_train",
-                    "model_input_val@pandas",
+                    "student_input_val",
                     "params:compress_options",
                 ],
                 outputs=["distilled_students", "distill_metrics", "distill_summary"],
@@ -55,7 +66,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=export_students,
                 inputs=[
                     "distilled_students",
-                    "model_input_val@pandas",
+                    "student_input_val",
                     "params:compress_options",
                 ],
                 outputs=["student_onnx", "export_report"],
@@ -77,7 +88,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=[
                     "selected_student",
                     "student_onnx",
-                    "teacher_model",
+                    "distilled_students",
                     "params:preprocess",
                 ],
                 outputs="student_onnx_bundle",

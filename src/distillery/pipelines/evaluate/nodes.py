@@ -156,20 +156,27 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         logger.info("Evaluating %s (%s)", name, form)
         results.append(evaluate(name, family, form, predictor, size_bytes=size))
 
-    def add_onnx(name: str, family: str, files: dict[str, bytes]) -> None:
+    def add_onnx(
+        name: str, family: str, files: dict[str, bytes], artifact: ClassifierArtifact
+    ) -> None:
+        # A student may have its own tokenizer (one cut from another backbone).
+        own = artifact.tokenizer
+        own_bytes = (
+            tokenizer_bytes if own is tokenizer else _size_of_saved(lambda p: None, own)
+        )
         with tempfile.TemporaryDirectory() as tmp:
             for suffix, form in ((".onnx", "onnx-fp32"), (".int8.onnx", "onnx-int8")):
                 path = Path(tmp) / f"{name}{suffix}"
                 path.write_bytes(files[path.name])
                 predictor = OnnxPredictor(
                     path,
-                    tokenizer,
+                    own,
                     label_vocab["labels"],
                     options.max_length,
                     num_threads=options.num_threads,
                     normalize=normalize,
                 )
-                size = path.stat().st_size + tokenizer_bytes
+                size = path.stat().st_size + own_bytes
                 add(f"{name}-{form}", family, form, predictor, size)
 
     teacher = teacher_model.model.eval()
@@ -186,7 +193,7 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         ),
         _size_of_saved(teacher.save, tokenizer),
     )
-    add_onnx(TEACHER, "teacher", teacher_onnx)
+    add_onnx(TEACHER, "teacher", teacher_onnx, teacher_model)
     add(
         "baseline",
         "baseline",
@@ -194,8 +201,8 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         BaselinePredictor(baseline_model, normalize=normalize),
         _size_of_saved(lambda p: save_baseline(baseline_model, p)),
     )
-    for name in distilled_students:
-        add_onnx(name, "student", student_onnx)
+    for name, student in distilled_students.items():
+        add_onnx(name, "student", student_onnx, student)
     return [r.to_dict() for r in results]
 
 
