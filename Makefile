@@ -63,7 +63,7 @@ mlflow-ui: setup  ## MLflow UI on http://127.0.0.1:5000 over the project's SQLit
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 airflow-dag: $(BIN)/.airflow  ## the scheduled-retraining DAG in airflow_dags/ (ENV=local)
-	$(BIN)/kedro airflow create --pipelines retrain --env $(or $(ENV),local) \
+	$(BIN)/kedro airflow create --pipelines retrain --env $(or $(ENV),local) --group-by namespace \
 	  --jinja-file deploy/airflow_dag.j2 --target-dir airflow_dags \
 	  --params project_path=$(CURDIR)
 

@@ -393,7 +393,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> FullRun:
         timeout=1200,
     )
     bundle = (project / "data/06_models/student_onnx").exists()
-    resume = re.search(r'--from-nodes[ =]"?([\w,]+)"?', failed.stdout + failed.stderr)
+    resume = re.search(r'--from-nodes[ =]"?([\w.,]+)"?', failed.stdout + failed.stderr)
     resumed = None
     if resume is not None:
         resumed = run_kedro(project, "--from-nodes", resume.group(1), timeout=1200)

@@ -4,6 +4,11 @@
 (after validate) whether to skip, re-distil or retrain, and ``promote`` (after
 compress) moves the ``champion`` alias if the new student is better. It is the
 pipeline the Airflow DAG is generated from (``make airflow-dag``).
+
+Each stage's nodes live in a Kedro namespace of the stage's name (``compress`` has two:
+``compress`` and ``release``, around evaluate), which kedro-viz draws as one box and
+kedro-airflow (``--group-by namespace``) turns into one task. Node names carry the
+namespace (``train.train_teacher_node``); dataset and parameter names do not.
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ from distillery.pipelines import (
 )
 
 STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "compress")
+# The namespaces of the ``retrain`` pipeline in run order: one Airflow task each.
+NAMESPACES = (
+    "ingest",
+    "validate",
+    "monitor",
+    "preprocess",
+    "train",
+    "compress",
+    "evaluate",
+    "release",
+    "promote",
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -9,37 +9,53 @@ teacher), and the same corpus again (skip).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
 from distillery.ml.data.corpus import read_source, resolve_source
+from distillery.pipeline_registry import NAMESPACES, register_pipelines
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DAG_ID = "distillery-retrain"
+# One task per stage namespace, after the stages whose outputs it reads (kedro-airflow's
+# groups), plus the template's branches: monitor -> skip or go on, choose_teacher ->
+# train or reuse_teacher, both joined in `teacher`.
 EXPECTED_EDGES = {
-    "ingest": {"validate"},
-    "validate": {"decide"},
-    "decide": {"skip_retraining", "preprocess"},
-    "preprocess": {"choose_teacher"},
+    "ingest": {"validate", "release"},
+    "validate": {"monitor", "preprocess", "train", "release"},
+    "monitor": {"skip_retraining", "preprocess"},
+    "preprocess": {"choose_teacher", "train", "compress", "evaluate", "promote"},
     "choose_teacher": {"train", "reuse_teacher"},
-    "train": {"compress"},
-    "reuse_teacher": {"compress"},
-    "compress": {"promote"},
+    "train": {"teacher"},
+    "reuse_teacher": {"teacher"},
+    "teacher": {"compress", "evaluate", "release"},
+    "compress": {"evaluate", "release"},
+    "evaluate": {"release"},
+    "release": {"promote"},
     "promote": set(),
     "skip_retraining": set(),
 }
+KEDRO_TASKS = list(NAMESPACES)  # one task per namespace
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +68,13 @@ def scheduled(project_factory) -> dict:
     sample.iloc[:600].to_csv(corpora["v1"], index=False)
     sample.to_csv(corpora["v2"], index=False)  # 40 more rows of the same corpus
 
+    env, dags = _airflow_home(project)
+    _create_dag(project, env, dags)
+    return {"project": project, "env": env, "dags": dags, "corpora": corpora}
+
+
+def _airflow_home(project: Path, **settings: str) -> tuple[dict, Path]:
+    """The environment of a throwaway Airflow home next to ``project``; the dags folder."""
     home = project.parent / "airflow_home"
     dags = project.parent / "dags"
     env = os.environ | {
@@ -61,6 +84,12 @@ def scheduled(project_factory) -> dict:
         "KEDRO_DISABLE_TELEMETRY": "true",
         "COLUMNS": "200",
     }
+    return env | settings, dags
+
+
+def _create_dag(project: Path, env: dict, dags: Path, *options: str) -> None:
+    """``kedro airflow create`` of the retrain pipeline on the test environment, as
+    ``make airflow-dag`` does; then the Airflow database."""
     created = _run(
         [
             str(BIN / "kedro"),
@@ -70,19 +99,21 @@ def scheduled(project_factory) -> dict:
             "retrain",
             "--env",
             "test",
+            "--group-by",
+            "namespace",
             "--jinja-file",
             str(ROOT / "deploy" / "airflow_dag.j2"),
             "--target-dir",
             str(dags),
             "--params",
             f"project_path={project}",
+            *options,
         ],
         project,
         env,
     )
     assert "distillery_test_retrain_dag.py" in created.stdout, created.stdout
     _run([str(BIN / "airflow"), "db", "migrate"], project, env)
-    return {"project": project, "env": env, "dags": dags, "corpora": corpora}
 
 
 def _run(
@@ -150,6 +181,9 @@ print("JSON" + json.dumps({
     "errors": {k: str(v) for k, v in bag.import_errors.items()},
     "edges": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks} if dag else None,
     "rules": {t.task_id: str(t.trigger_rule.value) for t in dag.tasks} if dag else None,
+    "slices": {
+        t.task_id: t.op_kwargs for t in dag.tasks if getattr(t, "op_kwargs", None)
+    } if dag else None,
     "schedule": str(dag.schedule) if dag else None,
     "catchup": dag.catchup if dag else None,
 }))
@@ -162,17 +196,18 @@ print("JSON" + json.dumps({
     found = json.loads(done.stdout.split("JSON", 1)[1])
     assert found["errors"] == {}
     assert {k: set(v) for k, v in found["edges"].items()} == EXPECTED_EDGES
-    # The tasks after the branches run when one upstream branch ran.
-    assert found["rules"]["compress"] == "none_failed_min_one_success"
+    # Only the join of the two teacher branches runs after one skipped upstream.
+    rules = {k: v for k, v in found["rules"].items() if v != "all_success"}
+    assert rules == {"teacher": "none_failed_min_one_success"}
     assert found["schedule"] == "@weekly"  # from conf/base/airflow.yml
     assert found["catchup"] is False
 
-    # Every node of the retrain pipeline runs in exactly one task.
-    from distillery.pipeline_registry import register_pipelines  # noqa: PLC0415
-
-    source = (scheduled["dags"] / "distillery_test_retrain_dag.py").read_text()
-    for node in register_pipelines()["retrain"].nodes:
-        assert source.count(f'"{node.name}"') == 1, node.name
+    # Every node of the retrain pipeline runs in exactly one task: its namespace's.
+    slices = found["slices"]
+    assert sorted(slices) == sorted(KEDRO_TASKS)
+    assert all(v == {"namespaces": [k], "node_names": None} for k, v in slices.items())
+    nodes = register_pipelines()["retrain"].nodes
+    assert sorted({n.namespace for n in nodes}) == sorted(KEDRO_TASKS)
 
 
 def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
@@ -187,7 +222,8 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     assert _report(project, "retrain_decision.json")["action"] == "full"
     assert states["train"] == "success" and states["reuse_teacher"] == "skipped"
     assert states["skip_retraining"] == "skipped"
-    assert states["compress"] == "success" and states["promote"] == "success"
+    assert states["teacher"] == "success"
+    assert all(states[task] == "success" for task in KEDRO_TASKS), states
     promotion = _report(project, "promotion.json")
     assert promotion["promoted"] is True and promotion["champion"] is None
     assert (
@@ -201,9 +237,7 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
         [client.get_experiment_by_name("distillery").experiment_id],
         filter_string=f"tags.`airflow.dag_run_id` = '{week1}'",
     )
-    assert sorted(r.data.tags["airflow.task_id"] for r in runs) == sorted(
-        ["ingest", "validate", "decide", "preprocess", "train", "compress", "promote"]
-    )
+    assert sorted(r.data.tags["airflow.task_id"] for r in runs) == sorted(KEDRO_TASKS)
 
     # Week 2: 40 more rows: a new hash, little drift: re-distil with the same teacher.
     _use_corpus(project, scheduled["corpora"]["v2"])
@@ -213,7 +247,8 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     assert decision["reference"]["version"] == 1
     assert decision["drift"]["label_shift"] <= decision["thresholds"]["max_label_shift"]
     assert states["train"] == "skipped" and states["reuse_teacher"] == "success"
-    assert states["compress"] == "success" and states["promote"] == "success"
+    assert states["teacher"] == "success"
+    assert all(states[task] == "success" for task in KEDRO_TASKS if task != "train")
     assert sorted(p.name for p in teachers.iterdir()) == teacher_versions
     test_rows = len(pd.read_parquet(project / "data" / "05_model_input" / "test"))
     promotion = _report(project, "promotion.json")
@@ -231,7 +266,168 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     _, states = _dags_test(scheduled, "2026-12-20")
     assert _report(project, "retrain_decision.json")["action"] == "skip"
     assert states["skip_retraining"] == "success"
-    for task in ("preprocess", "choose_teacher", "train", "compress", "promote"):
+    skipped = {"choose_teacher", "reuse_teacher", "teacher"} | set(KEDRO_TASKS[3:])
+    for task in skipped:
         assert states[task] == "skipped", (task, states)
     versions = client.search_model_versions("name = 'distillery-student'")
     assert len(versions) == 2
+
+
+# Under a real scheduler: the data stages and the decision only (the DAG generated with
+# `--tags`), so that the test stays short on two cores; training under Airflow is
+# covered by `airflow dags test` above.
+SCHEDULED_STAGES = ["ingest", "validate", "monitor", "preprocess"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _api(base: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    """Call the Airflow REST API (all users are admins in this throwaway home)."""
+    request = urllib.request.Request(
+        f"{base}/api/v2{path}",
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _airflow_processes(home: Path) -> list[psutil.Process]:
+    """Every process started for this Airflow home, task processes included."""
+    marker = f"AIRFLOW_HOME={home}"
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if marker in {f"{k}={v}" for k, v in process.environ().items()}:
+                found.append(process)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _stop(components: dict[str, subprocess.Popen], home: Path) -> list[str]:
+    """SIGTERM each component's process group, then SIGKILL what is left.
+
+    Returns:
+        The processes of this Airflow home still alive after the components stopped
+        (they are killed too): none, when shutdown leaves no orphan.
+    """
+    for process in components.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in components.values():
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    orphans = _airflow_processes(home)
+    for process in orphans:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    return [" ".join(p.cmdline()) for p in orphans if p.is_running()]
+
+
+def _wait_for(what: str, probe, timeout_s: float, logs: Path):
+    """Poll ``probe`` every 2 s until it returns something other than None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            found = probe()
+            if found is not None:
+                return found
+        time.sleep(2)
+    tails = {p.name: p.read_text()[-2000:] for p in logs.glob("*.log")}
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}: {tails}")
+
+
+def test_the_scheduler_runs_the_generated_dag(project_factory) -> None:
+    project = project_factory("airflow_scheduler")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env, dags = _airflow_home(
+        project,
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base}/execution/",
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__API__WORKERS="1",
+        # The scheduler signs the tasks' tokens and the API server checks them.
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+    )
+    home = Path(env["AIRFLOW_HOME"])
+    _create_dag(project, env, dags, "--tags", ",".join(SCHEDULED_STAGES))
+    logs = project.parent / "logs"
+    logs.mkdir()
+    components: dict[str, subprocess.Popen] = {}
+    try:
+        # Nothing listens beyond 127.0.0.1: the scheduler's worker log server would
+        # bind every interface, and the API server reads the local log files anyway.
+        commands = {
+            "api-server": ["api-server"],
+            "dag-processor": ["dag-processor"],
+            "scheduler": ["scheduler", "--skip-serve-logs"],
+        }
+        for name, command in commands.items():
+            with (logs / f"{name}.log").open("wb") as log:
+                components[name] = subprocess.Popen(
+                    [str(BIN / "airflow"), *command],
+                    cwd=project,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, to stop it whole
+                )
+        # The DAG is paused at creation; unpaused, the scheduler starts the run of
+        # the last weekly interval (no catch-up).
+        _wait_for("the parsed DAG", lambda: _api(base, f"/dags/{DAG_ID}"), 150, logs)
+        _api(base, f"/dags/{DAG_ID}", "PATCH", {"is_paused": False})
+        run = _wait_for(
+            "the scheduled run to finish",
+            lambda: next(
+                (
+                    r
+                    for r in _api(base, f"/dags/{DAG_ID}/dagRuns")["dag_runs"]
+                    if r["state"] in ("success", "failed")
+                ),
+                None,
+            ),
+            240,
+            logs,
+        )
+        instances = _api(
+            base, f"/dags/{DAG_ID}/dagRuns/{run['dag_run_id']}/taskInstances"
+        )["task_instances"]
+    finally:
+        orphans = _stop(components, home)
+
+    states = {t["task_id"]: t["state"] for t in instances}
+    assert run["run_type"] == "scheduled" and run["state"] == "success", states
+    # No model is registered yet: the decision is a full retrain, so the run goes on
+    # to preprocess and the skip branch is skipped.
+    assert states == dict.fromkeys(SCHEDULED_STAGES, "success") | {
+        "skip_retraining": "skipped"
+    }
+    decision = json.loads(
+        (project / "data" / "08_reporting" / "retrain_decision.json").read_text()
+    )
+    assert decision["action"] == "full"
+    assert len(pd.read_parquet(project / "data" / "05_model_input" / "train")) > 0
+    # Each Kedro task logged its own MLflow run, tagged with the DAG run.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("distillery").experiment_id],
+        filter_string=f"tags.`airflow.dag_run_id` = '{run['dag_run_id']}'",
+    )
+    assert {
+        r.data.tags["airflow.task_id"]: r.info.status for r in runs
+    } == dict.fromkeys(SCHEDULED_STAGES, "FINISHED")
+    assert orphans == []

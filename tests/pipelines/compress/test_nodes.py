@@ -236,8 +236,8 @@ def _gate_slice(
 def _gate_pipeline() -> Pipeline:
     return (
         create_pipeline()
-        .from_nodes("select_student_node")
-        .to_nodes("register_student_node")
+        .from_nodes("release.select_student_node")
+        .to_nodes("release.register_student_node")
     )
 
 

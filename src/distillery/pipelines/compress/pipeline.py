@@ -1,6 +1,12 @@
-"""Compress pipeline wiring."""
+"""Compress pipeline wiring: the ``compress`` and ``release`` namespaces.
 
-from kedro.pipeline import Pipeline, node, pipeline
+The stage runs in two namespaces because the evaluate stage sits between them:
+``compress`` makes the teacher's ONNX peers and the students that evaluate measures,
+and ``release`` gates, packages and registers a student from that evaluation. A
+namespace that another stage interrupts would make the Airflow task groups a cycle.
+"""
+
+from kedro.pipeline import Pipeline, node
 
 from distillery.pipelines.compress.nodes import (
     cache_teacher_logits,
@@ -16,8 +22,18 @@ from distillery.pipelines.compress.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Teacher ONNX peers -> teacher logits -> students -> ONNX -> gate -> bundle -> registry -> model card."""
-    return pipeline(
+    """Teacher ONNX peers -> teacher logits -> students -> ONNX -> gate -> bundle -> registry -> model card.
+
+    Each namespace groups its nodes (one box in kedro-viz, one Airflow task); the
+    datasets and parameters it lists keep their catalog names. Both carry the
+    ``compress`` tag, so the stage's wall time is still one number.
+    """
+    return Pipeline([_compress(), _release()])
+
+
+def _compress() -> Pipeline:
+    """Teacher ONNX peers, cached teacher logits, distilled and exported students."""
+    return Pipeline(
         [
             node(
                 func=export_teacher,
@@ -72,6 +88,29 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["student_onnx", "export_report"],
                 name="export_students_node",
             ),
+        ],
+        namespace="compress",
+        inputs={"teacher_model", "model_input_train", "model_input_val"},
+        outputs={
+            "teacher_onnx",
+            "teacher_export_report",
+            "distill_train",
+            "distilled_students",
+            "distill_metrics",
+            "distill_summary",
+            "student_input_val",
+            "student_onnx",
+            "export_report",
+        },
+        parameters={"compress_options"},
+        tags="compress",
+    )
+
+
+def _release() -> Pipeline:
+    """Gate on the evaluation, package the serving bundle, register, write the card."""
+    return Pipeline(
+        [
             node(
                 func=select_student,
                 inputs=[
@@ -120,5 +159,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="write_model_card_node",
             ),
         ],
+        namespace="release",
+        inputs={
+            "model_evaluations",
+            "export_report",
+            "student_onnx",
+            "distilled_students",
+            "teacher_train_summary",
+            "validation_summary",
+            "source_manifest",
+        },
+        outputs={
+            "selected_student",
+            "student_onnx_bundle",
+            "registered_student",
+            "model_card",
+        },
+        parameters={"compress_options", "compress_options.registry", "preprocess"},
         tags="compress",
     )

@@ -1,6 +1,6 @@
-"""Evaluate pipeline wiring."""
+"""Evaluate pipeline wiring: the ``evaluate`` namespace."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
 from distillery.pipelines.evaluate.nodes import (
     evaluate_models,
@@ -10,8 +10,12 @@ from distillery.pipelines.evaluate.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Baseline, then every model form measured side by side, then the reports."""
-    return pipeline(
+    """Baseline, then every model form measured side by side, then the reports.
+
+    The namespace groups the nodes (one box in kedro-viz, one Airflow task); the
+    datasets and parameters it lists keep their catalog names.
+    """
+    return Pipeline(
         [
             node(
                 func=fit_baseline_model,
@@ -52,5 +56,27 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="report_models_node",
             ),
         ],
+        namespace="evaluate",
+        inputs={
+            "model_input_train",
+            "model_input_val",
+            "model_input_test",
+            "label_vocab",
+            "teacher_model",
+            "teacher_onnx",
+            "distilled_students",
+            "student_onnx",
+        },
+        outputs={
+            "baseline_model",
+            "baseline_search",
+            "model_evaluations",
+            "model_comparison",
+            "model_comparison_md",
+            "confusion_matrices",
+            "model_tradeoff",
+            "evaluate_metrics",
+        },
+        parameters={"evaluate_options"},
         tags="evaluate",
     )

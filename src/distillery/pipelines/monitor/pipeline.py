@@ -1,13 +1,17 @@
-"""Monitor pipeline wiring."""
+"""Monitor pipeline wiring: the ``monitor`` namespace."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
 from distillery.pipelines.monitor.nodes import decide_retraining_action
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Decide the scheduled retraining's branch from the validated corpus."""
-    return pipeline(
+    """Decide the scheduled retraining's branch from the validated corpus.
+
+    The namespace groups the node (one box in kedro-viz, the Airflow ``monitor``
+    branch task); the datasets and parameters it lists keep their catalog names.
+    """
+    return Pipeline(
         [
             node(
                 func=decide_retraining_action,
@@ -20,5 +24,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="decide_retraining_node",
             ),
         ],
+        namespace="monitor",
+        inputs={"validation_summary"},
+        outputs={"retrain_decision", "monitor_metrics"},
+        parameters={"monitor_options", "compress_options.registry"},
         tags="monitor",
     )

@@ -1,6 +1,9 @@
-"""Preprocess pipeline wiring. Nodes tagged ``dask`` start the Dask client (see hooks)."""
+"""Preprocess pipeline wiring: the ``preprocess`` namespace.
 
-from kedro.pipeline import Pipeline, node, pipeline
+Nodes tagged ``dask`` start the Dask client (see hooks).
+"""
+
+from kedro.pipeline import Pipeline, node
 
 from distillery.pipelines.preprocess.nodes import (
     build_label_vocab,
@@ -11,8 +14,12 @@ from distillery.pipelines.preprocess.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Normalise, de-duplicate, split and tokenise ``validated_texts``."""
-    return pipeline(
+    """Normalise, de-duplicate, split and tokenise ``validated_texts``.
+
+    The namespace groups the nodes (one box in kedro-viz, one Airflow task); the
+    datasets and parameters it lists keep their catalog names.
+    """
+    return Pipeline(
         [
             node(
                 func=normalize_texts,
@@ -43,5 +50,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="summarize_preprocess_node",
             ),
         ],
+        namespace="preprocess",
+        inputs={"validated_texts"},
+        outputs={
+            "normalized_texts",
+            "label_vocab",
+            "model_input_train",
+            "model_input_val",
+            "model_input_test",
+            "duplicate_texts",
+            "preprocess_summary",
+            "preprocess_metrics",
+        },
+        parameters={"preprocess"},
         tags=["preprocess", "dask"],
     )

@@ -1,13 +1,17 @@
-"""Promote pipeline wiring."""
+"""Promote pipeline wiring: the ``promote`` namespace."""
 
-from kedro.pipeline import Pipeline, node, pipeline
+from kedro.pipeline import Pipeline, node
 
 from distillery.pipelines.promote.nodes import promote_challenger
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Champion vs challenger; the ``champion`` alias moves only for a better model."""
-    return pipeline(
+    """Champion vs challenger; the ``champion`` alias moves only for a better model.
+
+    The namespace groups the node (one box in kedro-viz, one Airflow task); the
+    datasets and parameters it lists keep their catalog names.
+    """
+    return Pipeline(
         [
             node(
                 func=promote_challenger,
@@ -22,5 +26,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="promote_challenger_node",
             ),
         ],
+        namespace="promote",
+        inputs={"registered_student", "model_input_test", "label_vocab"},
+        outputs={"promotion", "promote_metrics"},
+        parameters={"compress_options.registry", "promote_options"},
         tags="promote",
     )
