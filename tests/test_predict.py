@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from distillery.checksums import write_manifest
 from distillery.ml.compress.export import export_onnx
 from distillery.ml.models.modeling import load_tokenizer
 from distillery.ml.serve.serving import load_onnx_predictor, save_onnx_bundle
@@ -133,6 +134,23 @@ def test_cli_default_model_is_newest_complete_version(
         assert list(row["probabilities"]) == LABELS
         assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
+
+
+def test_cli_skips_a_bundle_altered_after_it_was_saved(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "student_onnx"
+    intact = _versioned(root, "2024-01-01T00.00.00.000Z", bundle)
+    altered = _versioned(root, "2024-05-01T00.00.00.000Z", bundle)
+    write_manifest(intact)
+    write_manifest(altered)
+    graph = next(altered.glob("*.onnx"))
+    graph.write_bytes(graph.read_bytes()[:-10])
+
+    assert find_latest_bundle(root) == intact
+    assert f"skipping {altered}: {graph} does not match its sha256" in (
+        capsys.readouterr().err
+    )
 
 
 def test_find_latest_bundle_accepts_a_bundle_or_nothing(

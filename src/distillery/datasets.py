@@ -2,7 +2,10 @@
 
 Each dataset is a folder (one version per run with ``versioned: true``) written to a
 temporary name and renamed when complete, so a later stage never reads a half-written
-model. With ``artifact_path`` set, the folder is also logged to the active MLflow run.
+model. The folder carries ``checksums.json``, the sha256 of each of its files, checked
+on load: when the newest version of a versioned dataset was truncated or altered since,
+the newest intact version is loaded instead, with a warning naming the file. With
+``artifact_path`` set, the folder is also logged to the active MLflow run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import fsspec
 import pandas as pd
 from kedro.io.core import (
     AbstractVersionedDataset,
+    DatasetError,
     Version,
     VersionNotFoundError,
     get_filepath_str,
@@ -27,6 +31,7 @@ from kedro.io.core import (
 from kedro_datasets.dask import ParquetDataset as DaskParquetDataset
 from kedro_datasets.pandas import ParquetDataset as PandasParquetDataset
 
+from distillery.checksums import MANIFEST_FILE, check_manifest, write_manifest
 from distillery.ml.models.artifact import ClassifierArtifact
 
 logger = logging.getLogger(__name__)
@@ -64,8 +69,42 @@ class _FolderDataset(AbstractVersionedDataset[T, T], Generic[T]):
         raise NotImplementedError
 
     def load(self) -> T:
-        """Read the requested (default: latest) version."""
-        return self._read(Path(self._get_load_path()))
+        """Read the requested (default: newest intact) version.
+
+        Raises:
+            DatasetError: If the requested version fails its checksums, or no version
+                of a versioned dataset passes them.
+        """
+        folder = Path(self._get_load_path())
+        problem = check_manifest(folder)
+        if problem is None:
+            return self._read(folder)
+        if self._version is None or self._version.load is not None:
+            raise DatasetError(f"Cannot load {folder}: {problem}")
+        for older in self._versions_before(folder):
+            if check_manifest(older) is None:
+                logger.warning(
+                    "%s; loading the previous intact version %s instead",
+                    problem,
+                    older.parent.name,
+                )
+                return self._read(older)
+        raise DatasetError(
+            f"Cannot load {folder}: {problem}, and no earlier version passes its "
+            "checksums"
+        )
+
+    def _versions_before(self, folder: Path) -> list[Path]:
+        """Saved versions older than ``folder``, newest first (names are timestamps)."""
+        root = Path(str(self._filepath))
+        return sorted(
+            (
+                candidate
+                for candidate in root.glob(f"*/{root.name}")
+                if candidate.is_dir() and candidate.parent.name < folder.parent.name
+            ),
+            reverse=True,
+        )
 
     def save(self, data: T) -> None:
         """Write to a temporary folder, rename it into place, then log it to MLflow."""
@@ -74,6 +113,7 @@ class _FolderDataset(AbstractVersionedDataset[T, T], Generic[T]):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         self._write(data, tmp)
+        write_manifest(tmp)
         if path.exists():  # unversioned: replace the previous folder
             shutil.rmtree(path)
         tmp.rename(path)
@@ -136,7 +176,11 @@ class BinaryDictDataset(_FolderDataset[dict[str, bytes]]):
             (folder / name).write_bytes(payload)
 
     def _read(self, folder: Path) -> dict[str, bytes]:
-        return {f.name: f.read_bytes() for f in sorted(folder.iterdir()) if f.is_file()}
+        return {
+            f.name: f.read_bytes()
+            for f in sorted(folder.iterdir())
+            if f.is_file() and f.name != MANIFEST_FILE
+        }
 
 
 class BaselineDataset(_FolderDataset[Any]):

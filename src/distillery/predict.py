@@ -31,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from distillery.checksums import check_manifest
+
 DEFAULT_MODEL_ROOT = Path("data/06_models/student_onnx")
 _BUNDLE_MARKER = "serving.json"  # distillery.ml.serving.CONFIG_FILE, kept import-free
 DEFAULT_COLUMN = "text"
@@ -48,7 +50,8 @@ def find_latest_bundle(root: str | Path) -> Path | None:
 
     Kedro writes a versioned dataset ``student_onnx`` to
     ``<root>/<version>/student_onnx/``; version names are UTC timestamps, so the
-    newest sorts last.
+    newest sorts last. A version whose files fail their checksums is skipped with a
+    warning.
 
     Args:
         root: A bundle folder, or the versioned dataset folder holding versions.
@@ -64,8 +67,12 @@ def find_latest_bundle(root: str | Path) -> Path | None:
     versions = sorted((p for p in root.iterdir() if p.is_dir()), reverse=True)
     for version in versions:
         candidate = version / root.name
-        if (candidate / _BUNDLE_MARKER).is_file():
+        if not (candidate / _BUNDLE_MARKER).is_file():
+            continue
+        problem = check_manifest(candidate)
+        if problem is None:
             return candidate
+        sys.stderr.write(f"warning: skipping {candidate}: {problem}\n")
     return None
 
 

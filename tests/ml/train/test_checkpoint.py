@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from distillery.checksums import file_sha256
 from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
 from distillery.ml.train.checkpoint import (
     META_FILE,
@@ -19,7 +20,6 @@ from distillery.ml.train.checkpoint import (
     CheckpointManager,
     capture_rng_state,
     config_hash,
-    file_sha256,
     load_state,
     restore_rng_state,
     save_state,

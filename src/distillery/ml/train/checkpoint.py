@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
+from distillery.checksums import first_mismatch, folder_digests
 from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
 
 logger = logging.getLogger(__name__)
@@ -68,22 +69,6 @@ def config_hash(fields: dict[str, Any], data_fingerprint: str) -> str:
     """
     payload = json.dumps({"config": fields, "data": data_fingerprint}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def _folder_digests(folder: Path, prefix: str = "") -> dict[str, str]:
-    """sha256 of each file in ``folder`` (FSDP2's ``sharded/`` included), keyed
-    ``prefix + relative path``."""
-    return {
-        prefix + child.relative_to(folder).as_posix(): file_sha256(child)
-        for child in sorted(folder.rglob("*"))
-        if child.is_file()
-    }
 
 
 def _read_meta(folder: Path) -> dict[str, Any] | None:
@@ -261,19 +246,9 @@ class CheckpointManager:
                 checkpoint.path,
             )
             return None
-        expected = {
-            checkpoint.path / name: digest for name, digest in meta["files"].items()
-        }
-        expected |= {
-            self.run_dir / name: digest
-            for name, digest in (meta.get("best_files") or {}).items()
-        }
-        for path, digest in expected.items():
-            if not path.is_file():
-                return f"{path} is missing"
-            if file_sha256(path) != digest:
-                return f"{path} does not match its sha256 (truncated or altered)"
-        return None
+        return first_mismatch(checkpoint.path, meta["files"]) or first_mismatch(
+            self.run_dir, meta.get("best_files") or {}
+        )
 
     def explain_fresh_start(self) -> str:
         """Say why no checkpoint applies: none at all, or which inputs changed."""
@@ -349,9 +324,9 @@ class CheckpointManager:
             "config_hash": self.run_hash,
             "step": step,
             "best_epoch": best_epoch,
-            "files": _folder_digests(tmp),
+            "files": folder_digests(tmp),
             "best_files": (
-                _folder_digests(best, f"{best.name}/")
+                folder_digests(best, f"{best.name}/")
                 if best is not None and best.is_dir()
                 else None
             ),
