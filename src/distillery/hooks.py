@@ -280,6 +280,51 @@ class TrackingCheckHook:
             ) from exc
         logger.info("MLflow tracking server %s is reachable", uri)
 
+    @hook_impl(trylast=True)  # after kedro-mlflow has started the run
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        """Tag the run with its host and project; close the runs this project left open.
+
+        A run whose process was killed, or whose tracking server died, stays RUNNING
+        in MLflow. The project lock (:class:`RunLockHook`) means no other run of this
+        project on this host is alive now, so such runs are marked FAILED, with a
+        ``distillery.closed_by`` tag naming this run. With the lock off nothing is
+        closed: another run may be alive.
+        """
+        import socket  # noqa: PLC0415
+
+        import mlflow  # noqa: PLC0415
+
+        run = mlflow.active_run()
+        if run is None:
+            return
+        tags = {
+            "distillery.host": socket.gethostname(),
+            "distillery.project": str(Path(run_params["project_path"]).resolve()),
+        }
+        mlflow.set_tags(tags)
+        if lock_disabled():
+            return
+        client = mlflow.MlflowClient()
+        running = client.search_runs(
+            [run.info.experiment_id],
+            f"attributes.status = 'RUNNING' and "
+            f"tags.`distillery.host` = '{tags['distillery.host']}'",
+        )
+        for orphan in running:
+            project = orphan.data.tags.get("distillery.project")
+            if (
+                orphan.info.run_id == run.info.run_id
+                or project != tags["distillery.project"]
+            ):
+                continue
+            client.set_tag(orphan.info.run_id, "distillery.closed_by", run.info.run_id)
+            client.set_terminated(orphan.info.run_id, "FAILED")
+            logger.warning(
+                "MLflow run %s of this project was left RUNNING by a run that did not "
+                "end (killed, or its tracking server was lost); marked it FAILED",
+                orphan.info.run_id,
+            )
+
     @hook_impl(wrapper=True)
     def on_pipeline_error(self, error: Exception) -> Any:
         """Turn a clean-up that failed because the server is gone into a clear error.
@@ -303,8 +348,8 @@ class TrackingCheckHook:
                 f"MLflow tracking server {self._uri} stopped answering during the run "
                 f"({lost}). The run failed with {type(error).__name__}: "
                 f"{_shorten(str(error))}. Outputs saved before the failure are complete "
-                f"on disk; MLflow run {run_id} could not be closed and stays RUNNING "
-                "there. Restart the server and run again (where Kedro lists nodes "
+                f"on disk; MLflow run {run_id} could not be closed: the next run of "
+                "this project marks it FAILED. Restart the server and run again (where Kedro lists nodes "
                 "to resume from, --from-nodes skips the finished ones)."
             ) from hook_error
 

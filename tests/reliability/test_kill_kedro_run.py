@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 from safetensors.torch import load_file
 
@@ -82,3 +83,11 @@ def test_kill_9_of_the_kedro_run_then_resume(
     assert all((first[k] == last[k]).all() for k in first), (
         "the resumed teacher differs from the unbroken run's"
     )
+    # The MLflow run the killed process left RUNNING was closed by the rerun.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("distillery")
+    runs = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time ASC"]
+    )
+    assert [r.info.status for r in runs] == ["FINISHED", "FAILED", "FINISHED"]
+    assert runs[1].data.tags["distillery.closed_by"] == runs[2].info.run_id

@@ -386,3 +386,9 @@ def test_kedro_run_that_loses_the_server_stops_and_reruns(
     assert [r.info.status for r in runs][-1] == "FINISHED"
     artifacts = [f.path for f in client.list_artifacts(runs[-1].info.run_id)]
     assert "source_manifest.json" in artifacts
+    # The run the lost server left RUNNING was closed by the rerun.
+    assert runs[-2].info.status == "FAILED"
+    assert runs[-2].data.tags["distillery.closed_by"] == runs[-1].info.run_id
+    assert f"MLflow run {runs[-2].info.run_id} of this project was left RUNNING" in (
+        " ".join((rerun.stdout + rerun.stderr).split())
+    )
