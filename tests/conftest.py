@@ -131,6 +131,27 @@ TINY_FAMILIES = {
         "tokenizer": "decoder-bpe",
         "config": {"max_position_embeddings": 256, "num_key_value_heads": 1},
     },
+    "mistral": {
+        "tokenizer": "decoder-bpe",
+        "config": {
+            "max_position_embeddings": 256,
+            "num_key_value_heads": 1,
+            "sliding_window": None,
+        },
+    },
+    "gemma": {
+        "tokenizer": "decoder-bpe",
+        # Gemma's head size is its own setting (256 by default), not hidden / heads.
+        "config": {
+            "max_position_embeddings": 256,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+        },
+    },
+    "xlm-roberta": {
+        "tokenizer": "roberta-bpe",
+        "config": {"max_position_embeddings": 160, "type_vocab_size": 1},
+    },
 }
 _BPE_TEXTS = [
     "what a lovely flight, thanks to the kind crew",

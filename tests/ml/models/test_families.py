@@ -25,8 +25,11 @@ POOLING = {
     "deberta-v2": "mean",
     "modernbert": "mean",
     "electra": "mean",
+    "xlm-roberta": "mean",
     "qwen2": "last",
     "llama": "last",
+    "mistral": "last",
+    "gemma": "last",
 }
 
 
