@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillery.ml.train.losses import kd_loss
+from distillery.ml.train.losses import kd_loss, representation_loss
 
 
 def test_alpha_zero_is_cross_entropy() -> None:
@@ -73,3 +73,13 @@ def test_rejects_bad_hyperparameters(kwargs: dict, match: str) -> None:
 def test_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="shape"):
         kd_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 1]), 0.5, 1.0)
+
+
+def test_representation_loss_is_one_minus_the_cosine() -> None:
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+    # Same direction (any scale), opposite, orthogonal: 0, 2 and 1.
+    student = torch.tensor([[5.0, 0.0], [0.0, -1.0], [-4.0, 3.0]])
+    loss = representation_loss(student, teacher)
+    assert loss.item() == pytest.approx((0.0 + 2.0 + 1.0) / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        representation_loss(student[:, :1], teacher)

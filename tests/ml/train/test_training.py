@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from distillery.ml.compress.distill import compute_logits, compute_logits_and_pooled
 from distillery.ml.data.batches import (
     BucketedDistributedBatchSampler,
     PadCollator,
@@ -23,7 +24,7 @@ from distillery.ml.data.batches import (
     shard_by_length,
 )
 from distillery.ml.metrics import classification_metrics
-from distillery.ml.models.modeling import WEIGHTS_FILE
+from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
 from distillery.ml.train.config import TrainConfig, TrainingFailedError, TrainResult
 from distillery.ml.train.launch import launch_training
 
@@ -244,15 +245,21 @@ def test_frozen_embeddings_stay_put(
     assert not torch.equal(initial[layer], trained[f"encoder.{layer}"])
 
 
+@pytest.fixture
+def initial_model(base_config: TrainConfig, splits: Splits, tmp_path: Path) -> str:
+    """The folder of a model trained for one epoch: where distillation starts."""
+    first = replace(base_config, epochs=1, checkpoint_dir=str(tmp_path / "c1"))
+    return launch_training(
+        first, splits.train, splits.val, splits.labels, tmp_path / "start"
+    ).model_dir
+
+
 def test_kd_loss_distils_from_an_initial_model(
     base_config: TrainConfig,
     splits: Splits,
     tmp_path: Path,
+    initial_model: str,
 ) -> None:
-    first = replace(base_config, epochs=1, checkpoint_dir=str(tmp_path / "c1"))
-    start = launch_training(
-        first, splits.train, splits.val, splits.labels, tmp_path / "start"
-    )
     kd = replace(
         base_config, loss="kd", kd_alpha=0.7, kd_temperature=2.0, max_train_samples=32
     )
@@ -262,7 +269,7 @@ def test_kd_loss_distils_from_an_initial_model(
         splits.val,
         splits.labels,
         tmp_path / "kd",
-        init_model_dir=start.model_dir,
+        init_model_dir=initial_model,
     )
     assert result.train_samples == 32
     assert len(result.step_history) == 8  # 4 steps per epoch on 32 rows
@@ -277,13 +284,62 @@ def test_kd_loss_distils_from_an_initial_model(
         )
     with pytest.raises(ValueError, match="was trained for labels"):
         launch_training(
-            first,
+            replace(base_config, epochs=1),
             splits.train,
             splits.val,
             ["x", "y", "z"],
             tmp_path / "y",
-            init_model_dir=start.model_dir,
+            init_model_dir=initial_model,
         )
+
+
+def test_kd_hidden_weight_adds_a_representation_term(
+    base_config: TrainConfig,
+    splits: Splits,
+    tmp_path: Path,
+    initial_model: str,
+) -> None:
+    teacher = TextClassifier.load(initial_model)
+    logits, pooled = compute_logits_and_pooled(teacher, splits.train)
+    np.testing.assert_allclose(
+        logits, compute_logits(teacher, splits.train), atol=1e-5, rtol=0
+    )
+    train = splits.train.assign(
+        teacher_logits=list(logits), teacher_pooled=list(pooled)
+    )
+    kd = replace(base_config, loss="kd", kd_alpha=0.7, max_train_samples=32, epochs=1)
+    runs = {
+        weight: launch_training(
+            replace(
+                kd, kd_hidden_weight=weight, checkpoint_dir=str(tmp_path / f"k{weight}")
+            ),
+            train,
+            splits.val,
+            splits.labels,
+            tmp_path / f"kd{weight}",
+            init_model_dir=initial_model,
+        )
+        for weight in (0.0, 1.0)
+    }
+
+    # The same first batch, from the same weights: the term is added on top.
+    plain, hidden = (runs[w].step_history[0]["train_loss"] for w in (0.0, 1.0))
+    assert 0.0 < hidden - plain < 2.0
+    assert runs[1.0].best_val_macro_f1 > 0.9
+    # The projection trains with the student but is not part of it.
+    saved = _weights(runs[1.0])
+    assert not [k for k in saved if k.startswith("projection.")]
+    assert set(saved) == set(_weights(runs[0.0]))
+    with pytest.raises(ValueError, match="teacher_pooled"):
+        launch_training(
+            replace(kd, kd_hidden_weight=1.0),
+            splits.train,
+            splits.val,
+            splits.labels,
+            tmp_path / "x",
+        )
+    with pytest.raises(ValueError, match="kd_hidden_weight needs loss kd"):
+        replace(base_config, kd_hidden_weight=1.0)
 
 
 def test_early_stopping_keeps_the_best_epoch(

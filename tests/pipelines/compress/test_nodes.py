@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
@@ -112,9 +113,13 @@ def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(
     folder = str(tiny_family_dir("qwen2"))
     model = TextClassifier.from_pretrained_encoder(folder, LABELS, 0.0).eval()
     teacher = ClassifierArtifact(model, load_tokenizer(folder))
-    options = _options(tmp_path / "work") | {
+    options = _options(tmp_path / "work")
+    options |= {
         "students": [{"name": "L1-H64", "num_layers": 1, "hidden_size": 64}],
         "logits_source": "torch",
+        # The representation term too: the student's 64-wide pooled embedding is
+        # projected onto the teacher's 32 dimensions, across tokenizers.
+        "distill": options["distill"] | {"kd_hidden_weight": 1.0},
     }
     # What preprocess wrote: the texts in the teacher's own tokens.
     train, val = _frame(12, folder), _frame(4, folder)
@@ -128,6 +133,13 @@ def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(
         np.stack(distill_train["teacher_logits"]),
         compute_logits(model, train),
         atol=1e-6,
+    )
+    pooled, _ = model.encode(
+        torch.tensor(train["input_ids"].iloc[0].tolist())[None],
+        torch.tensor(train["attention_mask"].iloc[0].tolist())[None],
+    )
+    np.testing.assert_allclose(
+        distill_train["teacher_pooled"].iloc[0], pooled[0].detach().numpy(), atol=1e-5
     )
     builtin = _frame(12)
     assert [ids.tolist() for ids in distill_train["input_ids"]] == [
@@ -145,6 +157,7 @@ def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(
 
     assert summary["student_backbone"] == "builtin"
     student = students["L1-H64"]
+    assert student.model.projection is None  # trained with it, saved without
     assert student.model.config.model_type == "bert"
     assert student.model.config.hidden_size == 64
     assert student.tokenizer.cls_token == "[CLS]"  # MiniLM's, not the teacher's

@@ -13,6 +13,7 @@ crosses tokenizers and architectures: any teacher gets a small BERT student.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,10 +61,39 @@ def compute_logits(
                 {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
             )
 
+    return _by_length(forward, frame, batch_size, len(model.labels))
+
+
+@torch.no_grad()
+def compute_logits_and_pooled(
+    model: TextClassifier, frame: pd.DataFrame, batch_size: int = 128
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits ``(N, C)`` and pooled embeddings ``(N, H)`` of a PyTorch classifier for
+    every row of a tokenised frame, in the frame's order (one forward pass each)."""
+    model = model.eval()
+    classes = len(model.labels)
+
+    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+        pooled, _ = model.encode(batch["input_ids"], batch["attention_mask"])
+        return torch.cat([model.head(pooled), pooled], dim=1).float().numpy()
+
+    width = classes + model.config.hidden_size
+    both = _by_length(forward, frame, batch_size, width)
+    return both[:, :classes], both[:, classes:]
+
+
+def _by_length(
+    forward: Callable[[dict[str, torch.Tensor]], np.ndarray],
+    frame: pd.DataFrame,
+    batch_size: int,
+    width: int,
+) -> np.ndarray:
+    """``(N, width)``: ``forward`` over the frame's rows in length-sorted batches,
+    rows in the frame's order."""
     dataset = TokenDataset(frame)
     order = np.argsort(dataset.lengths, kind="stable")
     collate = PadCollator()
-    out = np.empty((len(dataset), len(model.labels)), dtype=np.float32)
+    out = np.empty((len(dataset), width), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         out[rows] = forward(collate([dataset[int(i)] for i in rows]))

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("input_ids", "attention_mask", "label")
 TEACHER_COLUMN = "teacher_logits"
+TEACHER_POOLED_COLUMN = "teacher_pooled"
 
 
 class TokenDataset(Dataset):
@@ -29,8 +30,10 @@ class TokenDataset(Dataset):
 
     Args:
         frame: Columns ``input_ids``, ``attention_mask``, ``label`` and, optionally,
-            ``teacher_logits`` (one list of C floats per row).
-        with_teacher: Require and return ``teacher_logits``.
+            ``teacher_logits`` (one list of C floats per row) and
+            ``teacher_pooled`` (the teacher's pooled embedding, H floats per row).
+        with_teacher: Require and return ``teacher_logits`` (and ``teacher_pooled``
+            when the frame has it).
 
     Raises:
         ValueError: If a column is missing, a row is empty or a mask does not match
@@ -51,10 +54,18 @@ class TokenDataset(Dataset):
         ]
         self.labels = frame["label"].to_numpy(dtype=np.int64, copy=True)
         self.teacher_logits: np.ndarray | None = None
+        self.teacher_pooled: np.ndarray | None = None
         if with_teacher:
             self.teacher_logits = np.stack(
                 [np.asarray(x, dtype=np.float32) for x in frame[TEACHER_COLUMN]]
             )  # (N, C)
+            if TEACHER_POOLED_COLUMN in frame.columns:
+                self.teacher_pooled = np.stack(
+                    [
+                        np.asarray(x, dtype=np.float32)
+                        for x in frame[TEACHER_POOLED_COLUMN]
+                    ]
+                )  # (N, H)
         for i, (ids, mask) in enumerate(
             zip(self.input_ids, self.attention_mask, strict=True)
         ):
@@ -84,6 +95,8 @@ class TokenDataset(Dataset):
         digest.update(self.labels.tobytes())
         if self.teacher_logits is not None:
             digest.update(self.teacher_logits.tobytes())
+        if self.teacher_pooled is not None:
+            digest.update(self.teacher_pooled.tobytes())
         return digest.hexdigest()
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray | int]:
@@ -94,6 +107,8 @@ class TokenDataset(Dataset):
         }
         if self.teacher_logits is not None:
             item["teacher_logits"] = self.teacher_logits[index]
+        if self.teacher_pooled is not None:
+            item["teacher_pooled"] = self.teacher_pooled[index]
         return item
 
 
@@ -114,11 +129,12 @@ class PadCollator:
 
         Args:
             examples: Items with ``input_ids``, ``attention_mask``, ``label`` and
-                optionally ``teacher_logits``.
+                optionally ``teacher_logits`` and ``teacher_pooled``.
 
         Returns:
             ``input_ids`` and ``attention_mask`` ``(B, T)`` long, ``labels`` ``(B,)``
-            long and, if present, ``teacher_logits`` ``(B, C)`` float.
+            long and, if present, ``teacher_logits`` ``(B, C)`` and
+            ``teacher_pooled`` ``(B, H)`` float.
         """
         width = max(len(ex["input_ids"]) for ex in examples)
         input_ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
@@ -132,10 +148,9 @@ class PadCollator:
             "attention_mask": attention_mask,  # (B, T)
             "labels": torch.tensor([ex["label"] for ex in examples], dtype=torch.long),
         }
-        if "teacher_logits" in examples[0]:
-            batch["teacher_logits"] = torch.from_numpy(
-                np.stack([ex["teacher_logits"] for ex in examples])
-            )  # (B, C)
+        for key in ("teacher_logits", "teacher_pooled"):  # (B, C), (B, H)
+            if key in examples[0]:
+                batch[key] = torch.from_numpy(np.stack([ex[key] for ex in examples]))
         return batch
 
 

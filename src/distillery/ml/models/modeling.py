@@ -152,6 +152,14 @@ class TextClassifier(nn.Module):
         # Persistent even when None (None buffers are left out of the state dict), so a
         # map set later is saved too.
         self.register_buffer("id_map", id_map, persistent=True)
+        # A training-time map of the pooled embedding to a teacher's width (see
+        # attach_projection); never saved.
+        self.projection: nn.Linear | None = None
+
+    def attach_projection(self, width: int) -> None:
+        """Add a linear map of the pooled embedding to ``width`` dimensions, for a
+        representation-distillation loss; :meth:`save` leaves it out."""
+        self.projection = nn.Linear(self.config.hidden_size, width)
 
     @property
     def config(self) -> PretrainedConfig:
@@ -215,11 +223,21 @@ class TextClassifier(nn.Module):
         return pooled, (out.hidden_states if output_hidden_states else None)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
-    ) -> torch.Tensor:
-        """Return ``(B, C)`` logits."""
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        with_projection: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(B, C)`` logits; with ``with_projection``, also the projected
+        pooled embedding ``(B, width)`` (inside ``forward``, so DDP and FSDP see the
+        projection's parameters used)."""
         pooled, _ = self.encode(input_ids, attention_mask)
-        return self.head(self.dropout(pooled))
+        logits = self.head(self.dropout(pooled))
+        if not with_projection:
+            return logits
+        if self.projection is None:
+            raise ValueError("with_projection needs attach_projection first")
+        return logits, self.projection(pooled)
 
     def save(self, path: str | Path) -> None:
         """Write config, label list and safetensors weights to a folder."""
@@ -232,7 +250,11 @@ class TextClassifier(nn.Module):
             "pooling": self.pooling,
         }
         (path / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = {
+            k: v.detach().contiguous().cpu()
+            for k, v in self.state_dict().items()
+            if not k.startswith("projection.")
+        }
         save_file(state, str(path / WEIGHTS_FILE))
 
     @classmethod

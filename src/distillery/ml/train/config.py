@@ -14,7 +14,7 @@ _LOSSES = ("ce", "kd")
 STRATEGIES = ("ddp", "fsdp")
 # New fields stay out of the checkpoint hash at their defaults, so checkpoints written
 # before they existed still resume.
-_HASHED_ONLY_IF_SET = {"strategy": "ddp", "lora": None}
+_HASHED_ONLY_IF_SET = {"strategy": "ddp", "lora": None, "kd_hidden_weight": 0.0}
 # Fields that do not change the trained weights stay out of the checkpoint hash, so
 # a run can resume with another world size, thread count or checkpoint cadence.
 _UNHASHED_FIELDS = frozenset(
@@ -178,6 +178,11 @@ class TrainConfig:
         loss: ``ce`` (labels) or ``kd`` (needs ``teacher_logits`` in the frame).
         kd_alpha: Weight of the distillation term for ``kd``.
         kd_temperature: Softmax temperature for ``kd``.
+        kd_hidden_weight: Weight of a representation term for ``kd``: one minus the
+            cosine between the student's pooled embedding, mapped to the teacher's
+            width by a linear projection trained alongside (and dropped when the
+            model is saved), and the teacher's pooled embedding (``teacher_pooled``
+            in the frame). 0 distils the logits only.
         log_every_steps: Optimizer steps between log lines on rank 0.
         pad_token_id: Token id used to pad batches.
         fail_at_step: Fault injection for reliability tests: rank ``fail_rank``
@@ -224,6 +229,7 @@ class TrainConfig:
     loss: str = "ce"
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
+    kd_hidden_weight: float = 0.0
     log_every_steps: int = 50
     pad_token_id: int = 0
     fail_at_step: int | None = None
@@ -287,6 +293,11 @@ class TrainConfig:
             (self.loss in _LOSSES, f"loss must be one of {_LOSSES}"),
             (0 <= self.kd_alpha <= 1, "kd_alpha must be in [0, 1]"),
             (self.kd_temperature > 0, "kd_temperature must be > 0"),
+            (self.kd_hidden_weight >= 0, "kd_hidden_weight must be >= 0"),
+            (
+                self.kd_hidden_weight == 0 or self.loss == "kd",
+                "kd_hidden_weight needs loss kd",
+            ),
             (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
             (self.pad_token_id >= 0, "pad_token_id must be >= 0"),
             (

@@ -12,6 +12,7 @@ import pandas as pd
 
 from distillery.ml.data.batches import (
     TEACHER_COLUMN,
+    TEACHER_POOLED_COLUMN,
     BucketedDistributedBatchSampler,
     TokenDataset,
 )
@@ -98,6 +99,14 @@ def prepare_data(
     kd = config.loss == "kd"
     if kd and TEACHER_COLUMN not in train_df.columns:
         raise ValueError(f"loss='kd' needs a {TEACHER_COLUMN!r} column in train_df")
+    if config.kd_hidden_weight > 0:
+        if TEACHER_POOLED_COLUMN not in train_df.columns:
+            raise ValueError(
+                f"kd_hidden_weight > 0 needs a {TEACHER_POOLED_COLUMN!r} column in "
+                "train_df"
+            )
+    elif TEACHER_POOLED_COLUMN in train_df.columns:
+        train_df = train_df.drop(columns=[TEACHER_POOLED_COLUMN])
     train_set = TokenDataset(
         _subsample(train_df, config.max_train_samples, config.seed), with_teacher=kd
     )

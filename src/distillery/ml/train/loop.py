@@ -45,7 +45,7 @@ from distillery.ml.train.checkpoint import (
 )
 from distillery.ml.train.config import TrainConfig, TrainResult
 from distillery.ml.train.inputs import TrainingData, prepare_data
-from distillery.ml.train.losses import kd_loss
+from distillery.ml.train.losses import kd_loss, representation_loss
 from distillery.ml.train.strategies import Strategy, make_strategy, transformer_blocks
 
 __all__ = ["run_training", "transformer_blocks"]
@@ -90,9 +90,13 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
 
 
 def _build_model(
-    config: TrainConfig, labels: list[str], init_model_dir: str | None
+    config: TrainConfig,
+    labels: list[str],
+    init_model_dir: str | None,
+    teacher_width: int | None = None,
 ) -> TextClassifier:
-    """The model factory: a saved classifier if given, else a pretrained encoder."""
+    """The model factory: a saved classifier if given, else a pretrained encoder;
+    with ``teacher_width``, a projection of its pooled embedding to that width."""
     if init_model_dir is not None:
         model = TextClassifier.load(init_model_dir)
         if model.labels != list(labels):
@@ -104,6 +108,8 @@ def _build_model(
             config.model_name_or_path, labels, config.dropout, config.pooling
         )
     model.set_dropout(config.dropout)
+    if teacher_width is not None:
+        model.attach_projection(teacher_width)
     max_positions = model.max_positions
     if max_positions is not None and config.max_length > max_positions:
         raise ValueError(
@@ -154,18 +160,30 @@ def _linear_warmup_decay(warmup_steps: int, total_steps: int) -> Callable[[int],
 
 
 def _compute_loss(
-    config: TrainConfig, logits: torch.Tensor, batch: dict[str, torch.Tensor]
+    config: TrainConfig,
+    outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+    batch: dict[str, torch.Tensor],
 ) -> torch.Tensor:
-    logits = logits.float()  # (b, C); losses in fp32 under bf16 autocast
-    if config.loss == "kd":
-        return kd_loss(
-            logits,
-            batch["teacher_logits"],
-            batch["labels"],
-            config.kd_alpha,
-            config.kd_temperature,
+    """The training loss of a micro-batch: ``outputs`` are the logits, or the logits
+    and the projected pooled embedding when ``kd_hidden_weight`` is set."""
+    projected = None
+    if isinstance(outputs, tuple):
+        outputs, projected = outputs
+    logits = outputs.float()  # (b, C); losses in fp32 under bf16 autocast
+    if config.loss == "ce":
+        return F.cross_entropy(logits, batch["labels"])
+    loss = kd_loss(
+        logits,
+        batch["teacher_logits"],
+        batch["labels"],
+        config.kd_alpha,
+        config.kd_temperature,
+    )
+    if projected is not None:
+        loss = loss + config.kd_hidden_weight * representation_loss(
+            projected, batch["teacher_pooled"]
         )
-    return F.cross_entropy(logits, batch["labels"])
+    return loss
 
 
 @torch.no_grad()
@@ -404,7 +422,11 @@ def _train(
     # ---- model and optimizer; the same init on every rank, then per-rank dropout
     _seed_everything(config.seed)
     strategy = make_strategy(config, device, rank, world_size)
-    model = strategy.prepare(_build_model(config, labels, init_model_dir).to(device))
+    pooled = data.train_set.teacher_pooled
+    teacher_width = None if pooled is None else int(pooled.shape[1])
+    model = strategy.prepare(
+        _build_model(config, labels, init_model_dir, teacher_width).to(device)
+    )
     _seed_everything(config.seed + rank)
     optimizer = _build_optimizer(model, config.learning_rate, config.weight_decay)
     warmup_steps = math.ceil(config.warmup_ratio * data.total_steps)
@@ -528,8 +550,12 @@ def _optimizer_step(
         # Gradients are exchanged only on the last micro-step.
         with strategy.no_sync(micro_step == config.grad_accum_steps - 1):
             with autocast or nullcontext():
-                logits = model(micro["input_ids"], micro["attention_mask"])  # (b, C)
-            loss = _compute_loss(config, logits, micro)
+                outputs = model(  # (b, C) logits [, (b, H) projected embeddings]
+                    micro["input_ids"],
+                    micro["attention_mask"],
+                    **({"with_projection": True} if "teacher_pooled" in micro else {}),
+                )
+            loss = _compute_loss(config, outputs, micro)
             (loss / config.grad_accum_steps).backward()
         loss_sum += loss.detach()
     if config.max_grad_norm is not None:

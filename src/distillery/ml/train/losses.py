@@ -53,3 +53,31 @@ def kd_loss(
     )
     hard = F.cross_entropy(student, labels)
     return alpha * temperature**2 * soft + (1.0 - alpha) * hard
+
+
+def representation_loss(
+    student_projected: torch.Tensor, teacher_pooled: torch.Tensor
+) -> torch.Tensor:
+    """One minus the cosine between the student's projected pooled embedding and the
+    teacher's, averaged over the batch (the cosine term of DistilBERT's loss, on the
+    pooled sentence embedding, so that it holds across tokenizers).
+
+    Args:
+        student_projected: ``(B, H)`` student embeddings mapped to the teacher's width.
+        teacher_pooled: ``(B, H)`` teacher embeddings (no gradient flows into them).
+
+    Returns:
+        Scalar loss in ``[0, 2]``.
+
+    Raises:
+        ValueError: If the shapes differ.
+    """
+    if student_projected.shape != teacher_pooled.shape:
+        raise ValueError(
+            f"student embeddings {tuple(student_projected.shape)} and teacher "
+            f"embeddings {tuple(teacher_pooled.shape)} differ in shape"
+        )
+    cosine = F.cosine_similarity(
+        student_projected.float(), teacher_pooled.detach().float(), dim=-1
+    )
+    return (1.0 - cosine).mean()

@@ -22,6 +22,7 @@ from distillery.ml.compress.distill import (
     SLICE_TEACHER,
     StudentRecipe,
     compute_logits,
+    compute_logits_and_pooled,
     load_student_backbone,
     make_student,
     resolve_student_backbone,
@@ -52,6 +53,7 @@ from distillery.ml.train.options import check_keys
 logger = logging.getLogger(__name__)
 
 TEACHER_LOGITS = "teacher_logits"
+TEACHER_POOLED = "teacher_pooled"  # with distill.kd_hidden_weight > 0
 TEACHER = "teacher"  # the fine-tuned teacher in PyTorch (eager), as trained
 LOGITS_SOURCES = ("auto", "torch", "onnx-fp32", "onnx-int8")
 
@@ -158,7 +160,9 @@ def cache_teacher_logits(
 
     Returns:
         The training rows (a seeded sample of ``distill_samples`` if set) with a
-        ``teacher_logits`` column, tokenised for the students.
+        ``teacher_logits`` column (and ``teacher_pooled``, the teacher's pooled
+        embeddings from PyTorch, when ``distill.kd_hidden_weight`` is set),
+        tokenised for the students.
     """
     from distillery.ml.serve.inference import OnnxPredictor  # noqa: PLC0415
 
@@ -168,7 +172,15 @@ def cache_teacher_logits(
         frame = frame.sample(n=options.distill_samples, random_state=options.seed)
         frame = frame.sort_values("source_row").reset_index(drop=True)
     source = _logits_source(options, teacher_export_report)
-    if source == "torch":
+    columns = {}
+    if float(options.distill.get("kd_hidden_weight") or 0) > 0:
+        # The pooled embeddings come from PyTorch, and the logits with them.
+        source = "torch"
+        logits, pooled = compute_logits_and_pooled(
+            teacher_model.model, frame, options.logits_batch_size
+        )
+        columns[TEACHER_POOLED] = list(pooled)
+    elif source == "torch":
         logits = compute_logits(teacher_model.model, frame, options.logits_batch_size)
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -187,7 +199,7 @@ def cache_teacher_logits(
     )
     backbone = options.student_backbone_for(teacher_model)
     return _for_students(
-        frame.assign(**{TEACHER_LOGITS: list(logits)}), backbone, options
+        frame.assign(**{TEACHER_LOGITS: list(logits)}, **columns), backbone, options
     )
 
 
