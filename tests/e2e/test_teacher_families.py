@@ -1,7 +1,7 @@
 """Teachers of other families through the stages: a decoder end to end with
-``kedro run --env test --params teacher_model=DIR``, and encoders (RoBERTa, DeBERTa-v2,
-ModernBERT, and Qwen2 again under FSDP2) through the train and compress nodes in
-process.
+``kedro run --env test --params teacher_model=DIR,train_options.strategy=fsdp``, and
+encoders (RoBERTa, DeBERTa-v2, ModernBERT, and Qwen2 again under DDP) through the train
+and compress nodes in process.
 
 A full ``kedro run --env test`` took 150-180 s for the decoder on 2 cores shared with
 other jobs (Kedro's start, two gloo ranks, ONNX exports, evaluation), too much to
@@ -46,9 +46,11 @@ OPEN_GATES = (
 )
 
 
-# The decoder's full run trains with DDP; the in-process runs cover FSDP2 for the
-# other shapes (a full run per family and strategy would cost minutes each).
-STRATEGY = {"strategy": "ddp"}
+# The decoder's full run trains with FSDP2 (the default teacher's full run, in
+# test_full_run.py, with DDP); the in-process runs cover both strategies on the other
+# shapes and DDP on the decoder (a full run per family and strategy would cost minutes
+# each).
+STRATEGY = {"strategy": "fsdp"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def test_a_decoder_teacher_runs_every_stage(decoder_run: FamilyRun) -> None:
     summary = json.loads((reporting / "teacher_train_summary.json").read_text())
     assert summary["config"]["model_name_or_path"] == str(decoder_run.teacher)
     assert summary["config"]["pooling"] == "auto"
+    assert summary["config"]["strategy"] == "fsdp"
     assert summary["world_size"] == 2
     models = decoder_run.project / "data" / "06_models"
     classifier = json.loads(
@@ -115,7 +118,7 @@ def test_a_decoder_teacher_runs_every_stage(decoder_run: FamilyRun) -> None:
         ("roberta", "ddp"),
         ("deberta-v2", "fsdp"),
         ("modernbert", "fsdp"),
-        ("qwen2", "fsdp"),
+        ("qwen2", "ddp"),
     ],
 )
 def test_a_teacher_trains_and_compresses_in_process(
