@@ -32,10 +32,15 @@ from _results import write_results
 from kedro.config import OmegaConfigLoader
 
 from distillery.datasets import ClassifierDataset
+from distillery.ml.compress.distill import compute_logits_and_pooled
 from distillery.ml.data.text import normalize_text
 from distillery.ml.serve.inference import OnnxPredictor
 from distillery.ml.serve.latency import measure_latency
-from distillery.pipelines.compress.nodes import distill_students, export_students
+from distillery.pipelines.compress.nodes import (
+    TEACHER_POOLED,
+    distill_students,
+    export_students,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = {"name": "L2-H256", "num_layers": 2, "hidden_size": 256,
@@ -52,6 +57,9 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "L3-H256": ({"num_layers": 3}, {}),
     "L2-H320": ({"hidden_size": 320, "intermediate_size": 640}, {}),
     "L2-H256-FFN1024": ({"intermediate_size": 1024}, {}),
+    # Representation distillation on top of the logits (distill.kd_hidden_weight).
+    "hidden-0.3": ({}, {"kd_hidden_weight": 0.3}),
+    "hidden-1": ({}, {"kd_hidden_weight": 1.0}),
 }
 
 
@@ -60,6 +68,20 @@ def _parameters() -> dict[str, Any]:
         str(ROOT / "conf"), base_env="base", default_run_env="local"
     )
     return loader["parameters"]
+
+
+def _with_teacher_pooled(teacher: Any, distill_train: pd.DataFrame) -> pd.DataFrame:
+    """Add the teacher's pooled embeddings (PyTorch) to the run's cached rows, whose
+    logits stay as the run cached them; the students share the teacher's tokenizer."""
+    if TEACHER_POOLED in distill_train.columns:
+        return distill_train
+    start = time.perf_counter()
+    _, pooled = compute_logits_and_pooled(teacher.model, distill_train)
+    sys.stdout.write(
+        f"teacher pooled embeddings for {len(pooled)} rows in "
+        f"{time.perf_counter() - start:.0f} s\n"
+    )
+    return distill_train.assign(**{TEACHER_POOLED: list(pooled)})
 
 
 def main() -> int:
@@ -89,6 +111,8 @@ def main() -> int:
     )
     teacher_val_f1 = summary["best_val_macro_f1"]
     base = _parameters()["compress_options"]
+    if any(VARIANTS[v][1].get("kd_hidden_weight") for v in args.variants):
+        distill_train = _with_teacher_pooled(teacher, distill_train)
 
     rows: list[dict[str, Any]] = []
     predictors: dict[str, OnnxPredictor] = {}
