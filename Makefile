@@ -50,6 +50,7 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 	$(BIN)/python benchmarks/baseline_grid.py
 	$(BIN)/python benchmarks/student_variants.py
 	$(BIN)/python benchmarks/training_overhead.py
+	$(BIN)/python benchmarks/fsdp_gloo_repeat.py
 	$(BIN)/python benchmarks/preprocessing.py --repeats 3
 	$(BIN)/python benchmarks/end_to_end.py --clean
 
