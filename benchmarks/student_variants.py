@@ -58,7 +58,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "L2-H320": ({"hidden_size": 320, "intermediate_size": 640}, {}),
     "L2-H256-FFN1024": ({"intermediate_size": 1024}, {}),
     # Representation distillation on top of the logits (distill.kd_hidden_weight).
-    "hidden-0.3": ({}, {"kd_hidden_weight": 0.3}),
+    "hidden-0p3": ({}, {"kd_hidden_weight": 0.3}),
     "hidden-1": ({}, {"kd_hidden_weight": 1.0}),
 }
 
@@ -84,19 +84,28 @@ def _with_teacher_pooled(teacher: Any, distill_train: pd.DataFrame) -> pd.DataFr
     return distill_train.assign(**{TEACHER_POOLED: list(pooled)})
 
 
-def main() -> int:
-    """Distil, export and score every chosen variant; print the table, write JSON."""
+def _arguments() -> argparse.Namespace:
+    """The command line: variants, latency rounds, output file, seed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--out", default="benchmarks/results/student_variants.json")
+    parser.add_argument(
+        "--seed", type=int, default=None, help="distillation seed (default: the run's)"
+    )
     args = parser.parse_args()
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(
             f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}"
         )
+    return args
+
+
+def main() -> int:
+    """Distil, export and score every chosen variant; print the table, write JSON."""
+    args = _arguments()
     logging.basicConfig(level=logging.WARNING)
     from kedro.io.core import Version  # noqa: PLC0415
 
@@ -111,6 +120,8 @@ def main() -> int:
     )
     teacher_val_f1 = summary["best_val_macro_f1"]
     base = _parameters()["compress_options"]
+    if args.seed is not None:
+        base = base | {"seed": args.seed}
     if any(VARIANTS[v][1].get("kd_hidden_weight") for v in args.variants):
         distill_train = _with_teacher_pooled(teacher, distill_train)
 
