@@ -44,7 +44,8 @@ from distillery.pipelines.compress.nodes import (
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = {"name": "L2-H256", "num_layers": 2, "hidden_size": 256,
-           "intermediate_size": 512, "embedding_bits": 4}  # fmt: skip
+           "intermediate_size": 512, "embedding_bits": 4,
+           "embedding_block_size": 128}  # fmt: skip
 # name -> (recipe changes, distillation changes) against the default student.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "default": ({}, {}),
@@ -60,6 +61,19 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # Representation distillation on top of the logits (distill.kd_hidden_weight).
     "hidden-0p3": ({}, {"kd_hidden_weight": 0.3}),
     "hidden-1": ({}, {"kd_hidden_weight": 1.0}),
+    # Smaller files: fewer 4-bit embedding scales, fewer rare token ids kept (the
+    # default before 2026-12-04 was blocks of 32 and vocab_min_count 2).
+    "blocks-32-min-count-2": ({"embedding_block_size": 32}, {}),
+    "blocks-128": ({"embedding_block_size": 128}, {}),
+    "blocks-128-min-count-3": ({"embedding_block_size": 128}, {}),
+    "blocks-128-min-count-4": ({"embedding_block_size": 128}, {}),
+}
+# name -> compress_options changes (outside the student recipe and distillation).
+OPTION_CHANGES: dict[str, dict[str, Any]] = {
+    "blocks-32-min-count-2": {"vocab_min_count": 2},
+    "blocks-128": {"vocab_min_count": 2},
+    "blocks-128-min-count-3": {"vocab_min_count": 3},
+    "blocks-128-min-count-4": {"vocab_min_count": 4},
 }
 
 
@@ -131,11 +145,15 @@ def main() -> int:
         for variant in args.variants:
             recipe_change, distill_change = VARIANTS[variant]
             recipe = DEFAULT | recipe_change | {"name": variant}
-            options = base | {
-                "students": [recipe],
-                "distill": base["distill"] | distill_change,
-                "workdir": str(Path(tmp) / "work"),
-            }
+            options = (
+                base
+                | OPTION_CHANGES.get(variant, {})
+                | {
+                    "students": [recipe],
+                    "distill": base["distill"] | distill_change,
+                    "workdir": str(Path(tmp) / "work"),
+                }
+            )
             start = time.perf_counter()
             students, _, trained = distill_students(
                 teacher, distill_train, val, options
@@ -154,6 +172,7 @@ def main() -> int:
                     "variant": variant,
                     "recipe": recipe,
                     "distill": distill_change,
+                    "options": OPTION_CHANGES.get(variant, {}),
                     "parameters": info["parameters"],
                     "best_epoch": info["best_epoch"],
                     "val_macro_f1_torch": info["best_val_macro_f1"],

@@ -255,3 +255,38 @@ def test_packaged_teacher_student_exports_with_parity(
     record_property("int8_max_abs_logit_diff", float(np.abs(got - expected).max()))
     record_property("sizes", sizes)
     assert got.shape == expected.shape and np.isfinite(got).all()
+
+
+def test_larger_embedding_blocks_store_fewer_scales(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    """One fp32 scale per block of word-embedding values: blocks of 32 store half as
+    many as blocks of 16, and the file shrinks by those scales."""
+    scales = {}
+    sizes = {}
+    for block in (16, 32):
+        out = tmp_path / f"m.b{block}.onnx"
+        sizes[block] = quantize_onnx(
+            tiny_onnx, out, embedding_bits=4, embedding_block_size=block
+        )["quantized_bytes"]
+        (gather,) = [
+            n
+            for n in onnx.load(str(out)).graph.node
+            if n.op_type == "GatherBlockQuantized"
+        ]
+        assert {a.name: a.i for a in gather.attribute}["block_size"] == block
+        initializers = {i.name: i for i in onnx.load(str(out)).graph.initializer}
+        scales[block] = list(initializers[gather.input[2]].dims)
+    assert scales[16][0] == scales[32][0]  # one row per kept token id
+    assert scales[16][1] == 2 * scales[32][1]
+    assert sizes[32] < sizes[16]
+
+
+@pytest.mark.parametrize("block", [8, 48, 512])
+def test_quantize_onnx_rejects_unsupported_block_sizes(
+    tiny_onnx: Path, tmp_path: Path, block: int
+) -> None:
+    with pytest.raises(ValueError, match="embedding_block_size must be a power of two"):
+        quantize_onnx(
+            tiny_onnx, tmp_path / "q.onnx", embedding_bits=4, embedding_block_size=block
+        )

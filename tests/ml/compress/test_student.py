@@ -171,3 +171,33 @@ def test_build_student_rejects_bad_shapes(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         build_student(teacher, 2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"embedding_bits": 2}, "L2-H256: embedding_bits must be 4 or 8"),
+        (
+            {"embedding_block_size": 100},
+            "L2-H256: embedding_block_size must be a power of two",
+        ),
+        ({"embedding_blocks": 64}, "embedding_blocks"),
+    ],
+)
+def test_student_recipe_names_the_bad_setting(
+    entry: dict[str, object], message: str
+) -> None:
+    from distillery.ml.compress.distill import StudentRecipe  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=message):
+        StudentRecipe.from_dict({"name": "L2-H256", "num_layers": 2} | entry)
+
+
+def test_student_recipe_keeps_its_embedding_block_size() -> None:
+    from distillery.ml.compress.distill import StudentRecipe  # noqa: PLC0415
+
+    recipe = StudentRecipe.from_dict(
+        {"name": "L2-H256", "num_layers": 2, "embedding_block_size": 128}
+    )
+    assert recipe.embedding_block_size == 128
+    assert StudentRecipe(name="s", num_layers=1).embedding_block_size == 32

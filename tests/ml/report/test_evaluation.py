@@ -152,6 +152,35 @@ def test_torch_threads_are_set_for_the_run_and_restored() -> None:
     assert torch.get_num_threads() == before
 
 
+def test_a_scorer_predicts_the_test_split_while_the_predictor_is_timed() -> None:
+    timed = FakePredictor(VOCAB, num_threads=1)
+    scorer = FakePredictor(VOCAB, num_threads=2)
+    evaluation = _evaluate(timed, scorer=scorer, scoring_threads=2)
+
+    # The scorer sees every test text once, with its own thread count; the timed
+    # predictor only batch-1 and throughput calls, with num_threads.
+    assert scorer.calls == [(TEXTS, 2)]
+    assert {len(texts) for texts, _ in timed.calls} == {1, THROUGHPUT_BATCH_SIZE}
+    assert {threads for _, threads in timed.calls} == {1}
+    assert evaluation.accuracy == pytest.approx(6 / 8)
+    assert evaluation.num_threads == 1
+    assert evaluation.extra["scoring_threads"] == 2
+
+
+@pytest.mark.parametrize(
+    ("scorer", "message"),
+    [
+        (FakePredictor(VOCAB, num_threads=1), "scorer runs with 1 threads"),
+        (FakePredictor(["pos", "neg", "neu"], num_threads=2), "scorer's labels"),
+    ],
+)
+def test_a_scorer_must_match_its_threads_and_labels(
+    scorer: FakePredictor, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        _evaluate(FakePredictor(VOCAB), scorer=scorer, scoring_threads=2)
+
+
 def test_torch_threads_are_restored_when_the_model_fails() -> None:
     before = torch.get_num_threads()
     wanted = 2 if before != 2 else 1

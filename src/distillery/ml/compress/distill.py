@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from distillery.ml.compress.export import check_block_size
 from distillery.ml.compress.student import build_student, rank_hidden_dims
 from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
 from distillery.ml.data.batches import PadCollator, TokenDataset
@@ -171,6 +172,7 @@ class StudentRecipe:
         intermediate_size: FFN width; None = the teacher's ratio.
         num_heads: attention heads; None = keep the teacher's head size.
         embedding_bits: 8 or 4 bits for the ONNX word embeddings.
+        embedding_block_size: values per scale of 4-bit word embeddings (16 to 256).
         distill: TrainConfig overrides for this variant only.
     """
 
@@ -181,6 +183,7 @@ class StudentRecipe:
     intermediate_size: int | None = None
     num_heads: int | None = None
     embedding_bits: int = 8
+    embedding_block_size: int = 32
     distill: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -192,6 +195,10 @@ class StudentRecipe:
             raise ValueError(f"student {self.name}: num_layers must be >= 1")
         if self.embedding_bits not in (4, 8):
             raise ValueError(f"student {self.name}: embedding_bits must be 4 or 8")
+        try:
+            check_block_size(self.embedding_block_size)
+        except ValueError as error:
+            raise ValueError(f"student {self.name}: {error}") from None
         if self.layer_selection is not None:
             object.__setattr__(self, "layer_selection", tuple(self.layer_selection))
 

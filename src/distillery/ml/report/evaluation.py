@@ -178,6 +178,8 @@ def evaluate_predictor(  # noqa: PLR0917 - the agreed call shape: what, then dat
     throughput_batches: int = 20,
     predict_chunk_size: int = PREDICT_CHUNK_SIZE,
     extra: Mapping[str, Any] | None = None,
+    scorer: Predictor | None = None,
+    scoring_threads: int | None = None,
 ) -> ModelEvaluation:
     """Evaluate any model form the same way: quality, confusion, latency, throughput.
 
@@ -206,10 +208,15 @@ def evaluate_predictor(  # noqa: PLR0917 - the agreed call shape: what, then dat
         throughput_batches: Timed batches of 32 test texts (cycled if too few).
         predict_chunk_size: Texts per ``predict_proba`` call over the test set.
         extra: Additional JSON-serializable facts stored in ``extra``.
+        scorer: The same model behind a predictor built for ``scoring_threads``;
+            if given, it predicts the test texts (quality does not depend on the
+            thread count) while ``predictor`` is timed with ``num_threads``.
+        scoring_threads: Threads for the quality pass; default ``num_threads``.
 
     Returns:
         The evaluation; ``extra`` also holds ``labels``, ``latency_mean_ms``,
-        ``latency_repeats``, ``warmup`` and ``throughput_batch_size``.
+        ``latency_repeats``, ``scoring_threads``, ``warmup`` and
+        ``throughput_batch_size``.
 
     Raises:
         ValueError: On empty or mismatched inputs, unknown labels, or a predictor
@@ -229,11 +236,24 @@ def evaluate_predictor(  # noqa: PLR0917 - the agreed call shape: what, then dat
         )
     if size_bytes <= 0:
         raise ValueError(f"size_bytes must be > 0, got {size_bytes}")
-    pinned = getattr(predictor, "num_threads", None)
-    if pinned is not None and pinned != num_threads:
+    scoring_threads = num_threads if scoring_threads is None else scoring_threads
+    if scoring_threads < 1:
+        raise ValueError(f"scoring_threads must be >= 1, got {scoring_threads}")
+    scorer = predictor if scorer is None else scorer
+    for role, model, threads in (
+        ("predictor", predictor, num_threads),
+        ("scorer", scorer, scoring_threads),
+    ):
+        pinned = getattr(model, "num_threads", None)
+        if pinned is not None and pinned != threads:
+            raise ValueError(
+                f"{name}: {role} runs with {pinned} threads but the evaluation uses "
+                f"{threads}; build it with num_threads={threads}"
+            )
+    if list(scorer.labels) != list(predictor.labels):
         raise ValueError(
-            f"{name}: predictor runs with {pinned} threads but the evaluation uses "
-            f"{num_threads}; build it with num_threads={num_threads}"
+            f"{name}: scorer's labels {scorer.labels} differ from the predictor's "
+            f"{predictor.labels}"
         )
     columns = list(predictor.labels)
     labels = list(columns if labels is None else labels)
@@ -245,16 +265,18 @@ def evaluate_predictor(  # noqa: PLR0917 - the agreed call shape: what, then dat
 
     previous_threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(num_threads)
-        with threadpool_limits(limits=num_threads):
+        torch.set_num_threads(scoring_threads)
+        with threadpool_limits(limits=scoring_threads):
             predicted = np.concatenate(
                 [
-                    predictor.predict_proba(texts[i : i + predict_chunk_size]).argmax(
+                    scorer.predict_proba(texts[i : i + predict_chunk_size]).argmax(
                         axis=1
                     )
                     for i in range(0, len(texts), predict_chunk_size)
                 ]
             )
+        torch.set_num_threads(num_threads)
+        with threadpool_limits(limits=num_threads):
             latency = measure_latency(
                 predictor,
                 list(latency_texts),
@@ -292,6 +314,7 @@ def evaluate_predictor(  # noqa: PLR0917 - the agreed call shape: what, then dat
             "labels": labels,
             "latency_mean_ms": latency["mean_ms"],
             "latency_repeats": latency_repeats,
+            "scoring_threads": scoring_threads,
             "warmup": warmup,
             "throughput_batch_size": THROUGHPUT_BATCH_SIZE,
             **dict(extra or {}),

@@ -67,7 +67,7 @@ class CompressOptions:
     workdir: str
     gates: dict[str, float]
     registry: dict[str, str]
-    vocab_min_count: int = 2
+    vocab_min_count: int = 3
     distill_samples: int | None = None
     logits_batch_size: int = 128
     logits_source: str = "auto"
@@ -341,9 +341,11 @@ def _export_forms(  # noqa: PLR0917 - one model, where, how, and what to check o
     artifact: ClassifierArtifact,
     folder: Path,
     max_length: int,
-    embedding_bits: int,
     validation: pd.DataFrame,
     tolerance: float,
+    *,
+    embedding_bits: int = 8,
+    embedding_block_size: int = 32,
 ) -> dict[str, Any]:
     """Export one classifier as ONNX fp32 (graph-optimised, parity-checked) and int8.
 
@@ -368,7 +370,13 @@ def _export_forms(  # noqa: PLR0917 - one model, where, how, and what to check o
             f"(> {tolerance:.0e}); not exporting it"
         )
     int8 = folder / _onnx_file(name, "onnx-int8")
-    sizes = quantize_onnx(fp32, int8, optimize=False, embedding_bits=embedding_bits)
+    sizes = quantize_onnx(
+        fp32,
+        int8,
+        optimize=False,
+        embedding_bits=embedding_bits,
+        embedding_block_size=embedding_block_size,
+    )
     texts = validation["text"].astype(str).tolist()
     gold = validation["label"].to_numpy()
     predicted = {
@@ -435,7 +443,6 @@ def export_teacher(
             teacher_model,
             Path(tmp),
             int(options.distill["max_length"]),
-            8,
             check,
             options.parity_tolerance,
         )
@@ -470,9 +477,10 @@ def export_students(
                 artifact,
                 Path(tmp),
                 options.train_config(recipes[name]).max_length,
-                recipes[name].embedding_bits,
                 student_input_val,
                 options.parity_tolerance,
+                embedding_bits=recipes[name].embedding_bits,
+                embedding_block_size=recipes[name].embedding_block_size,
             )
         return _read_files(Path(tmp)), report
 

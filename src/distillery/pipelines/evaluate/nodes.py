@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,6 +48,7 @@ class EvaluateOptions:
     """``params:evaluate_options``."""
 
     num_threads: int = 1
+    scoring_threads: int | None = None
     latency_repeats: int = 200
     warmup: int = 20
     throughput_batches: int = 20
@@ -61,6 +64,8 @@ class EvaluateOptions:
             object.__setattr__(self, "baseline", BaselineGrid.from_dict(self.baseline))
         if self.num_threads < 1:
             raise ValueError("evaluate_options.num_threads must be >= 1")
+        if self.scoring_threads is not None and self.scoring_threads < 1:
+            raise ValueError("evaluate_options.scoring_threads must be >= 1 or null")
         if self.latency_repeats < 1 or self.warmup < 0:
             raise ValueError("evaluate_options.latency_repeats >= 1 and warmup >= 0")
 
@@ -108,6 +113,19 @@ def _size_of_saved(save: Any, tokenizer: Any = None) -> int:
         return artifact_size_bytes(tmp)
 
 
+def _onnx_predictor(  # noqa: PLR0917 - partial() fills all but the threads
+    path: Path,
+    tokenizer: Any,
+    labels: list[str],
+    max_length: int,
+    normalize: Callable[[str], str],
+    threads: int,
+) -> OnnxPredictor:
+    return OnnxPredictor(
+        path, tokenizer, labels, max_length, num_threads=threads, normalize=normalize
+    )
+
+
 def evaluate_models(  # noqa: PLR0917 - every model form, then the data
     baseline_model: Any,
     teacher_model: ClassifierArtifact,
@@ -124,12 +142,15 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
     (graph-optimised) and int8 (quantisation only), the tuned TF-IDF baseline, and
     each student in ONNX Runtime fp32 and int8. Sizes are the deployable artifact
     on disk, tokenizer files included; latency is batch 1 over real test texts,
-    normalisation and tokenisation included.
+    normalisation and tokenisation included, with ``num_threads`` for every form.
+    The test split's predictions (quality only, which the thread count does not
+    change) come from a second predictor of the same model with ``scoring_threads``.
 
     Returns:
         One :class:`ModelEvaluation` dict per model form, teacher first.
     """
     options = EvaluateOptions.from_params(evaluate_options)
+    scoring_threads = options.scoring_threads or len(os.sched_getaffinity(0))
     test = model_input_test
     if options.max_test_rows is not None and options.max_test_rows < len(test):
         test = test.sample(n=options.max_test_rows, random_state=options.seed)
@@ -149,12 +170,30 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         latency_repeats=options.latency_repeats,
         warmup=options.warmup,
         throughput_batches=options.throughput_batches,
+        scoring_threads=scoring_threads,
     )
     results: list[ModelEvaluation] = []
 
-    def add(name: str, family: str, form: str, predictor: Any, size: int) -> None:
+    def add(
+        name: str,
+        family: str,
+        form: str,
+        predictor: Callable[[int], Any],
+        size: int,
+    ) -> None:
+        """``predictor(threads)`` builds the model's predictor for that many
+        threads: one is timed with ``num_threads``, one scores the test split."""
         logger.info("Evaluating %s (%s)", name, form)
-        results.append(evaluate(name, family, form, predictor, size_bytes=size))
+        results.append(
+            evaluate(
+                name,
+                family,
+                form,
+                predictor(options.num_threads),
+                size_bytes=size,
+                scorer=predictor(scoring_threads),
+            )
+        )
 
     def add_onnx(
         name: str, family: str, files: dict[str, bytes], artifact: ClassifierArtifact
@@ -168,13 +207,13 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
             for suffix, form in ((".onnx", "onnx-fp32"), (".int8.onnx", "onnx-int8")):
                 path = Path(tmp) / f"{name}{suffix}"
                 path.write_bytes(files[path.name])
-                predictor = OnnxPredictor(
+                predictor = partial(
+                    _onnx_predictor,
                     path,
                     own,
                     label_vocab["labels"],
                     options.max_length,
-                    num_threads=options.num_threads,
-                    normalize=normalize,
+                    normalize,
                 )
                 size = path.stat().st_size + own_bytes
                 add(f"{name}-{form}", family, form, predictor, size)
@@ -184,11 +223,11 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         TEACHER,
         "teacher",
         "torch-fp32",
-        TorchPredictor(
+        lambda threads: TorchPredictor(
             teacher,
             tokenizer,
             options.max_length,
-            num_threads=options.num_threads,
+            num_threads=threads,
             normalize=normalize,
         ),
         _size_of_saved(teacher.save, tokenizer),
@@ -198,7 +237,7 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         "baseline",
         "baseline",
         "sklearn",
-        BaselinePredictor(baseline_model, normalize=normalize),
+        lambda _: BaselinePredictor(baseline_model, normalize=normalize),
         _size_of_saved(lambda p: save_baseline(baseline_model, p)),
     )
     for name, student in distilled_students.items():
