@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -58,10 +59,15 @@ def write_results(
     return path
 
 
+# An absolute path outside the project (a scratch file, another checkout).
+_OUTSIDE = re.compile(r"(?<![\w.:/])/(?:[^\s/\"']+/)+([^\s/\"']+)")
+
+
 def _relative(value: Any) -> Any:
-    """Paths inside the project written from its root: results name no machine paths."""
+    """Paths inside the project written from its root, paths outside it as
+    ``<outside>/<name>``: results name no machine paths."""
     if isinstance(value, str):
-        return value.replace(f"{ROOT}/", "")
+        return _OUTSIDE.sub(r"<outside>/\1", value.replace(f"{ROOT}/", ""))
     if isinstance(value, Mapping):
         return {k: _relative(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

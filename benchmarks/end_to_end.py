@@ -32,7 +32,11 @@ TARGET_S = 720.0  # 12 minutes
 
 
 def _clean() -> None:
+    """Empty every data layer as on a fresh clone (files in ``data/`` itself, such
+    as the run lock, are not layers and stay)."""
     for layer in (ROOT / "data").iterdir():
+        if not layer.is_dir():
+            continue
         for item in layer.iterdir():
             if item.name != ".gitkeep":
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
