@@ -21,7 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from distillery.ml.compress.export import check_block_size
+from distillery.ml.compress.export import (
+    DEFAULT_EMBEDDING_BLOCK_SIZE,
+    check_block_size,
+)
 from distillery.ml.compress.student import build_student, rank_hidden_dims
 from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
 from distillery.ml.data.batches import PadCollator, TokenDataset
@@ -183,7 +186,7 @@ class StudentRecipe:
     intermediate_size: int | None = None
     num_heads: int | None = None
     embedding_bits: int = 8
-    embedding_block_size: int = 32
+    embedding_block_size: int = DEFAULT_EMBEDDING_BLOCK_SIZE
     distill: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
+DEFAULT_EMBEDDING_BLOCK_SIZE = 32  # values per scale of 4-bit word embeddings
 DEFAULT_OPSET = 20  # the torch.export exporter's default; Gelu is a native op here
 _WORD_EMBEDDINGS = "encoder.embeddings.word_embeddings.weight"
 # Hugging Face model types -> ONNX Runtime transformer optimizer type. RoBERTa, XLM-R
@@ -220,7 +221,7 @@ def quantize_onnx(
     per_channel: bool = True,
     reduce_range: bool = True,
     embedding_bits: int = 8,
-    embedding_block_size: int = 32,
+    embedding_block_size: int = DEFAULT_EMBEDDING_BLOCK_SIZE,
 ) -> dict[str, int]:
     """Optimize the graph and quantize its weights dynamically (int8 activations).
 

@@ -29,6 +29,7 @@ from distillery.ml.compress.distill import (
     vocabulary_to_keep,
 )
 from distillery.ml.compress.export import (
+    DEFAULT_EMBEDDING_BLOCK_SIZE,
     check_parity,
     export_onnx,
     optimize_onnx,
@@ -345,7 +346,7 @@ def _export_forms(  # noqa: PLR0917 - one model, where, how, and what to check o
     tolerance: float,
     *,
     embedding_bits: int = 8,
-    embedding_block_size: int = 32,
+    embedding_block_size: int = DEFAULT_EMBEDDING_BLOCK_SIZE,
 ) -> dict[str, Any]:
     """Export one classifier as ONNX fp32 (graph-optimised, parity-checked) and int8.
 

@@ -182,17 +182,14 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         size: int,
     ) -> None:
         """``predictor(threads)`` builds the model's predictor for that many
-        threads: one is timed with ``num_threads``, one scores the test split."""
+        threads: one is timed with ``num_threads``; a second scores the test split
+        when ``scoring_threads`` differs."""
         logger.info("Evaluating %s (%s)", name, form)
+        timed = predictor(options.num_threads)
+        same = scoring_threads == options.num_threads
+        scorer = timed if same else predictor(scoring_threads)
         results.append(
-            evaluate(
-                name,
-                family,
-                form,
-                predictor(options.num_threads),
-                size_bytes=size,
-                scorer=predictor(scoring_threads),
-            )
+            evaluate(name, family, form, timed, size_bytes=size, scorer=scorer)
         )
 
     def add_onnx(
