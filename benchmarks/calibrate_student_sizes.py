@@ -38,7 +38,7 @@ import onnxruntime as ort
 import pandas as pd
 import torch
 
-from distillery.ml.compress.export import export_onnx, quantize_onnx
+from distillery.ml.compress.export import export_onnx, ort_session, quantize_onnx
 from distillery.ml.compress.student import build_student, rank_hidden_dims
 from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
 from distillery.ml.data.text import normalize_text
@@ -144,9 +144,7 @@ def profile_breakdown(onnx_path: Path, tokenizer: object, texts: list[str]) -> d
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = str(Path(tmp) / "ort")
-        profiled = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        profiled = ort_session(onnx_path, options=options)
         for feed in feeds:
             profiled.run(None, feed)
         trace = json.loads(Path(profiled.end_profiling()).read_text())

@@ -18,6 +18,8 @@ import torch
 from distillery.ml.compress.export import (
     check_parity,
     export_onnx,
+    optimize_onnx,
+    ort_session,
     quantize_onnx,
     read_metadata,
 )
@@ -155,6 +157,50 @@ def test_quantize_onnx_falls_back_to_ort_graph_optimization(
     with torch.no_grad():
         expected = tiny_pruned(*(torch.from_numpy(batch[k]) for k in batch)).numpy()
     assert np.abs(got - expected).max() < 0.1 + 0.2 * np.abs(expected).max()
+
+
+def _ops_after_session_load(onnx_path: Path, out: Path, *, ours: bool) -> set[str]:
+    """Op types of the graph ONNX Runtime runs: the file after its load-time fusions."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(out)
+    if ours:
+        ort_session(onnx_path, 1, options=options)
+    else:
+        ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+    return {n.op_type for n in onnx.load(str(out)).graph.node}
+
+
+@pytest.mark.parametrize("optimizer_works", [True, False])
+def test_residual_layer_norm_stays_unfused_offline_and_in_sessions(
+    tiny_onnx: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    optimizer_works: bool,
+) -> None:
+    if not optimizer_works:  # the fallback: ONNX Runtime's own offline optimization
+        import onnxruntime.transformers.optimizer as ort_optimizer  # noqa: PLC0415
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("unsupported graph")
+
+        monkeypatch.setattr(ort_optimizer, "optimize_model", broken)
+    optimized = optimize_onnx(tiny_onnx, tmp_path / "opt.onnx")
+    file_ops = {n.op_type for n in onnx.load(str(optimized)).graph.node}
+    assert "LayerNormalization" in file_ops
+    assert "SkipLayerNormalization" not in file_ops
+    ours = _ops_after_session_load(optimized, tmp_path / "ours.onnx", ours=True)
+    assert "SkipLayerNormalization" not in ours
+    # A default session would fuse it: the setting is what keeps it out.
+    default = _ops_after_session_load(optimized, tmp_path / "dflt.onnx", ours=False)
+    assert "SkipLayerNormalization" in default
+    batch = make_batch(4, 12, 3, vocab=70)
+    (got,) = ort_session(optimized, 1).run(["logits"], batch)
+    (fused,) = ort.InferenceSession(
+        str(optimized), providers=["CPUExecutionProvider"]
+    ).run(["logits"], batch)
+    np.testing.assert_allclose(got, fused, atol=1e-5)
 
 
 def test_quantize_onnx_rejects_unsupported_bits(

@@ -500,6 +500,12 @@ def _limitations(
         f"- Latency and throughput were measured on the evaluation machine with "
         f"{chosen.num_threads} thread(s); other hardware will differ.",
     ]
+    if chosen.form.startswith("onnx"):
+        lines.append(
+            "- ONNX forms ran in sessions with ONNX Runtime's SkipLayerNormFusion off "
+            "(`distillery.ml.compress.export.ort_session`); a default session fuses "
+            "it back, which was slower on the evaluation machine."
+        )
     if f1:
         worst = min(f1, key=f1.get)
         best = max(f1, key=f1.get)

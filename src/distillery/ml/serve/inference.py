@@ -238,9 +238,10 @@ class OnnxPredictor(_BatchedPredictor):
         normalize: Callable[[str], str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
-        import onnxruntime as ort  # noqa: PLC0415 - keep torch-only users light
-
-        from distillery.ml.compress.export import read_metadata  # noqa: PLC0415
+        from distillery.ml.compress.export import (  # noqa: PLC0415
+            ort_session,
+            read_metadata,
+        )
 
         metadata = read_metadata(onnx_path)
         if labels is None:
@@ -254,13 +255,7 @@ class OnnxPredictor(_BatchedPredictor):
         super().__init__(
             TextEncoder(tokenizer, max_length, normalize), labels, batch_size
         )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
-        options.inter_op_num_threads = 1  # one sequential graph; no parallel branches
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort_session(onnx_path, num_threads)
         self.num_threads = num_threads
         logger.info("Loaded ONNX predictor %s (%d threads)", onnx_path, num_threads)
 
