@@ -33,18 +33,23 @@ from distillery.ml.data.batches import (
 from distillery.ml.models.modeling import TextClassifier
 from distillery.ml.train.config import TrainConfig
 from distillery.ml.train.launch import launch_training
+from distillery.ml.train.strategies import transformer_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]
 BATCH = 32
 
 
-def bare_loop(frame: pd.DataFrame, steps: int, threads: int, seed: int) -> list[float]:
+def bare_loop(
+    frame: pd.DataFrame, steps: int, threads: int, seed: int, frozen: int
+) -> list[float]:
     """A plain ~30-line PyTorch loop; returns samples/s of each step after the first."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     model = TextClassifier.from_pretrained_encoder("builtin", LABELS, 0.1).train()
     model.encoder.embeddings.requires_grad_(False)
+    for block in transformer_blocks(model.encoder)[:frozen]:
+        block.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
     dataset = TokenDataset(frame)
@@ -68,8 +73,8 @@ def bare_loop(frame: pd.DataFrame, steps: int, threads: int, seed: int) -> list[
     return rates
 
 
-def stage_loop(
-    frame: pd.DataFrame, steps: int, nproc: int, threads: int, seed: int
+def stage_loop(  # noqa: PLR0913 - one benchmark arm's settings
+    frame: pd.DataFrame, steps: int, nproc: int, threads: int, seed: int, frozen: int
 ) -> list[float]:
     """The train stage's loop through ``launch_training``; per-step samples/s."""
     config = TrainConfig(
@@ -79,6 +84,7 @@ def stage_loop(
         max_steps=steps + 1,
         epochs=1,
         freeze_embeddings=True,
+        freeze_layers=frozen,
         nproc=nproc,
         num_threads=threads,
         checkpoint_every_steps=None,
@@ -97,6 +103,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
+        "--freeze-layers",
+        type=int,
+        default=2,
+        help="blocks kept fixed besides the embeddings (conf/base's train default: 2)",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "benchmarks/results/training_overhead.json")
     )
     args = parser.parse_args()
@@ -106,13 +118,13 @@ def main() -> int:
     )
     runs = {
         "bare loop, 1 process x 2 threads": lambda s: bare_loop(
-            frame, args.steps, 2, s
+            frame, args.steps, 2, s, args.freeze_layers
         ),
         "stage loop, 1 rank x 2 threads": lambda s: stage_loop(
-            frame, args.steps, 1, 2, s
+            frame, args.steps, 1, 2, s, args.freeze_layers
         ),
         "stage loop, 2 ranks x 1 thread": lambda s: stage_loop(
-            frame, args.steps, 2, 1, s
+            frame, args.steps, 2, 1, s, args.freeze_layers
         ),
     }
     medians: dict[str, list[float]] = {name: [] for name in runs}
