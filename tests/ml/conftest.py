@@ -115,4 +115,7 @@ def base_config(tiny_encoder_dir: Path, tmp_path: Path) -> TrainConfig:
         eval_batch_size=16,
         device="cpu",
         log_every_steps=4,
+        # Exact comparisons (world sizes, strategies, resumes) need fp32 numerics;
+        # bf16 autocast has its own tests.
+        precision="fp32",
     )

@@ -94,7 +94,7 @@ def test_config_rejects_bad_strategy_options(changes: dict, message: str) -> Non
 def test_strategy_options_round_trip_and_hash_only_when_set() -> None:
     default = TrainConfig()
     # Checkpoints written before these options existed keep their hash.
-    assert {"strategy", "lora", "activation_checkpointing"}.isdisjoint(
+    assert {"strategy", "lora", "activation_checkpointing", "precision"}.isdisjoint(
         default.hashed_fields()
     )
     config = TrainConfig.from_dict(

@@ -27,6 +27,7 @@ from distillery.ml.metrics import classification_metrics
 from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
 from distillery.ml.train.config import TrainConfig, TrainingFailedError, TrainResult
 from distillery.ml.train.launch import launch_training
+from distillery.ml.train.strategies import cpu_has_native_bf16, resolve_precision
 
 if TYPE_CHECKING:
     from conftest import Splits
@@ -57,6 +58,7 @@ def _last_checkpoint(config: TrainConfig) -> Path:
         ({"nnodes": 2}, "rdzv_endpoint is required"),
         ({"fail_rank": 3, "nproc": 2}, "fail_rank must be a valid rank"),
         ({"max_restarts": -1}, "max_restarts must be >= 0"),
+        ({"precision": "fp16"}, "precision must be one of"),
     ],
 )
 def test_config_rejects_bad_values(changes: dict, message: str) -> None:
@@ -205,6 +207,42 @@ def test_single_process_training_learns_the_labels(
     assert result.world_size == 1
     assert result.train_samples == 64
     assert (Path(result.model_dir) / WEIGHTS_FILE).is_file()
+
+
+def test_auto_precision_is_bf16_on_cuda_and_on_cpus_with_native_bf16() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    native = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert resolve_precision("auto", cpu) == native
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("fp32", cuda) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"  # asked for: emulated if need be
+    # The default changes no checkpoint hash; a chosen precision does.
+    assert "precision" not in TrainConfig().hashed_fields()
+    assert TrainConfig(precision="bf16").hashed_fields()["precision"] == "bf16"
+
+
+def test_bf16_autocast_learns_and_keeps_fp32_weights(
+    base_config: TrainConfig, splits: Splits, tmp_path: Path
+) -> None:
+    runs = {
+        name: launch_training(
+            replace(base_config, precision=name, checkpoint_dir=str(tmp_path / name)),
+            splits.train,
+            splits.val,
+            splits.labels,
+            tmp_path / f"{name}-out",
+        )
+        for name in ("bf16", "fp32")
+    }
+    bf16, fp32 = runs["bf16"], runs["fp32"]
+    assert (bf16.precision, fp32.precision) == ("bf16", "fp32")
+    assert bf16.best_val_macro_f1 > 0.9
+    assert all(t.dtype == torch.float32 for t in _weights(bf16).values())
+    # The forward passes ran in bf16: the same first batch, a slightly other loss.
+    first_bf16 = bf16.step_history[0]["train_loss"]
+    first_fp32 = fp32.step_history[0]["train_loss"]
+    assert first_bf16 != first_fp32
+    assert first_bf16 == pytest.approx(first_fp32, rel=0.05)
 
 
 def test_gradient_accumulation_matches_one_big_batch(

@@ -12,9 +12,15 @@ from distillery.ml.models.modeling import POOLINGS
 _DEVICES = ("auto", "cpu", "cuda")
 _LOSSES = ("ce", "kd")
 STRATEGIES = ("ddp", "fsdp")
+PRECISIONS = ("auto", "fp32", "bf16")
 # New fields stay out of the checkpoint hash at their defaults, so checkpoints written
 # before they existed still resume.
-_HASHED_ONLY_IF_SET = {"strategy": "ddp", "lora": None, "kd_hidden_weight": 0.0}
+_HASHED_ONLY_IF_SET = {
+    "strategy": "ddp",
+    "lora": None,
+    "kd_hidden_weight": 0.0,
+    "precision": "auto",
+}
 # Fields that do not change the trained weights stay out of the checkpoint hash, so
 # a run can resume with another world size, thread count or checkpoint cadence.
 _UNHASHED_FIELDS = frozenset(
@@ -195,6 +201,9 @@ class TrainConfig:
             backward pass (non-reentrant) instead of keeping them.
         lora: Train low-rank adapters and the head only (:class:`LoraOptions`, or
             a mapping of its fields); None trains all unfrozen weights.
+        precision: ``fp32``, ``bf16`` (forward passes in bf16 autocast; weights,
+            gradients, optimizer state and losses in fp32) or ``auto``: bf16 on
+            CUDA and on CPUs with native bf16 (AVX512-BF16 or AMX), else fp32.
     """
 
     model_name_or_path: str = "builtin"
@@ -237,6 +246,7 @@ class TrainConfig:
     strategy: str = "ddp"
     activation_checkpointing: bool = False
     lora: LoraOptions | None = None
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         # YAML gives a mapping; keep the typed, hashable form.
@@ -306,6 +316,10 @@ class TrainConfig:
             ),
             (0 <= self.fail_rank < self.world_size, "fail_rank must be a valid rank"),
             (self.strategy in STRATEGIES, f"strategy must be one of {STRATEGIES}"),
+            (
+                self.precision in PRECISIONS,
+                f"precision must be one of {PRECISIONS}",
+            ),
         ]
         errors = [message for ok, message in checks if not ok]
         shards = self.world_size * self.grad_accum_steps
@@ -387,6 +401,7 @@ class TrainResult:
         train_samples: Training examples after subsampling.
         world_size: Ranks that trained.
         stopped_early: Whether patience ran out.
+        precision: The precision the forward passes ran in (``fp32`` or ``bf16``).
     """
 
     model_dir: str
@@ -400,3 +415,4 @@ class TrainResult:
     train_samples: int
     world_size: int
     stopped_early: bool
+    precision: str = "fp32"

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,12 @@ from distillery.ml.train.checkpoint import (
 from distillery.ml.train.config import TrainConfig, TrainResult
 from distillery.ml.train.inputs import TrainingData, prepare_data
 from distillery.ml.train.losses import kd_loss, representation_loss
-from distillery.ml.train.strategies import Strategy, make_strategy, transformer_blocks
+from distillery.ml.train.strategies import (
+    Strategy,
+    make_strategy,
+    resolve_precision,
+    transformer_blocks,
+)
 
 __all__ = ["run_training", "transformer_blocks"]
 
@@ -87,6 +92,13 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def _autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on ``device`` for ``bf16``; nothing for ``fp32``."""
+    if precision == "bf16":
+        return torch.autocast(device.type, torch.bfloat16)
+    return nullcontext()
 
 
 def _build_model(
@@ -197,6 +209,7 @@ def _evaluate(
     rank: int,
     world_size: int,
     lockstep: bool = False,
+    precision: str = "fp32",
 ) -> dict[str, float] | None:
     """Validation loss, accuracy and macro-F1 over all ranks' shards; rank 0 only.
 
@@ -207,7 +220,6 @@ def _evaluate(
     """
     raw_model.eval()
     collate = PadCollator(config.pad_token_id)
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
     batches = shard_by_length(val_set.lengths, config.eval_batch_size, world_size, rank)
     passes = len(batches)
     if lockstep and world_size > 1:
@@ -219,7 +231,7 @@ def _evaluate(
     for n in range(passes):
         idx = batches[n] if n < len(batches) else [0]
         batch = collate([val_set[i] for i in idx])
-        with autocast or nullcontext():
+        with _autocast(precision, device):
             logits = raw_model(
                 batch["input_ids"].to(device), batch["attention_mask"].to(device)
             )  # (b, C)
@@ -366,6 +378,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: LambdaLR
     ckpt: CheckpointManager
+    precision: str = "fp32"  # resolved: fp32 or bf16 (autocast)
     progress: _Progress = field(default_factory=_Progress)
 
     @property
@@ -449,7 +462,10 @@ def _train(
             fields,
             data.fingerprint,
         ),
+        resolve_precision(config.precision, device),
     )
+    if run.master_process:
+        logger.info("Training precision: %s (%s)", run.precision, config.precision)
     resumed_from_step = _resume(run)
 
     pbar = tqdm(
@@ -498,6 +514,7 @@ def _train(
         train_samples=len(data.train_set),
         world_size=world_size,
         stopped_early=progress.stopped_early,
+        precision=run.precision,
     )
 
 
@@ -533,7 +550,6 @@ def _optimizer_step(
 ) -> dict[str, float]:
     """One optimizer step over this rank's share of a global batch; its record."""
     config, device, strategy = run.config, run.device, run.strategy
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else None
     collate = PadCollator(config.pad_token_id)
     t_step = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
@@ -549,7 +565,7 @@ def _optimizer_step(
         micro = {k: v.to(device) for k, v in micro.items()}
         # Gradients are exchanged only on the last micro-step.
         with strategy.no_sync(micro_step == config.grad_accum_steps - 1):
-            with autocast or nullcontext():
+            with _autocast(run.precision, device):
                 outputs = model(  # (b, C) logits [, (b, H) projected embeddings]
                     micro["input_ids"],
                     micro["attention_mask"],
@@ -622,6 +638,7 @@ def _end_epoch(run: _Run) -> None:
         rank=run.rank,
         world_size=run.world_size,
         lockstep=run.strategy.lockstep_eval,
+        precision=run.precision,
     )
     epoch = run.progress.epoch + 1
     if run.master_process:

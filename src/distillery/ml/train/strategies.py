@@ -46,6 +46,25 @@ from distillery.ml.train.sharded import (
 logger = logging.getLogger(__name__)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` on CUDA and on CPUs with native bf16, else ``fp32``.
+
+    Under ``bf16`` the forward passes run in bf16 autocast; weights, gradients,
+    AdamW state and the losses stay fp32.
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
 def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
     """The encoder's stack of transformer blocks, whatever the architecture names it.
 
@@ -312,7 +331,8 @@ class FSDPStrategy(Strategy):
 
     Parameters, gradients and AdamW state are split ``1 / world_size`` per rank;
     each block's parameters are all-gathered just for its forward and backward.
-    On CUDA, blocks compute in bf16 and reduce gradients in fp32.
+    On CUDA under bf16 precision, blocks compute in bf16 and reduce gradients in
+    fp32.
     """
 
     lockstep_eval = True
@@ -330,7 +350,8 @@ class FSDPStrategy(Strategy):
 
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         kwargs: dict[str, Any] = {"mesh": mesh}
-        if self.device.type == "cuda":
+        bf16 = resolve_precision(self.config.precision, self.device) == "bf16"
+        if self.device.type == "cuda" and bf16:
             kwargs["mp_policy"] = MixedPrecisionPolicy(
                 param_dtype=torch.bfloat16, reduce_dtype=torch.float32
             )
