@@ -28,6 +28,28 @@ def _version(package: str) -> str | None:
         return None
 
 
+# CPU features that change the numbers: int8 (VNNI) and bf16 kernels, AMX tiles.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+
+
+def _cpu() -> dict[str, Any]:
+    """The CPU model and the features in ``_CPU_FLAGS`` it has (Linux only)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in info.splitlines())
+        if value
+    )
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu_model": fields.get("model name"),
+        "cpu_flags": [flag for flag in _CPU_FLAGS if flag in flags],
+    }
+
+
 def write_results(
     out: str | Path, packages: Iterable[str], results: Mapping[str, Any]
 ) -> Path:
@@ -49,6 +71,7 @@ def write_results(
             "processor": platform.processor(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            **_cpu(),
         },
         "versions": {p: _version(p) for p in packages},
         **results,

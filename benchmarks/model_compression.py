@@ -128,17 +128,24 @@ def build_models(
     return models
 
 
-def main() -> int:
-    """Run the benchmark, print the table, write JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def latency_arguments(description: str, out: str) -> argparse.Namespace:
+    """The command line of a side-by-side latency benchmark: threads, interleaved
+    rounds, calls per round and output file (relative to the root)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument(
-        "--out", default="benchmarks/results/compression.json", help="from the root"
-    )
+    parser.add_argument("--out", default=out, help="from the root")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    return args
+
+
+def main() -> int:
+    """Run the benchmark, print the table, write JSON."""
+    args = latency_arguments(
+        __doc__.splitlines()[0], "benchmarks/results/compression.json"
+    )
     torch.set_num_threads(args.threads)
     test = pd.read_parquet(ROOT / "data/05_model_input/test")
     labels = json.loads((ROOT / "data/05_model_input/label_vocab.json").read_text())[

@@ -67,6 +67,10 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "blocks-128": ({"embedding_block_size": 128}, {}),
     "blocks-128-min-count-3": ({"embedding_block_size": 128}, {}),
     "blocks-128-min-count-4": ({"embedding_block_size": 128}, {}),
+    # Distillation's forward passes in fp32 or bf16 autocast (distill.precision;
+    # the default, auto, is bf16 on CPUs with native bf16).
+    "precision-fp32": ({}, {"precision": "fp32"}),
+    "precision-bf16": ({}, {"precision": "bf16"}),
 }
 # name -> compress_options changes (outside the student recipe and distillation).
 OPTION_CHANGES: dict[str, dict[str, Any]] = {

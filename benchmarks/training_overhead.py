@@ -1,6 +1,8 @@
 """Training overhead: the train stage's loop vs a bare PyTorch loop, and ranks vs threads.
 
-Same model (the packaged teacher with a new head, frozen embeddings), same global batch
+Same model (the packaged teacher with a new head, frozen embeddings and first
+``--freeze-layers`` blocks), same precision (``--precision``, default as the train
+stage resolves ``auto``: bf16 autocast on CPUs with native bf16), same global batch
 of 32, same batches (the stage's length-bucketed sampler), same data (the first rows of
 ``data/05_model_input/train`` from a previous ``kedro run``). Per-step throughput is
 compared, so model loading, validation and checkpoints are left out of both sides;
@@ -31,17 +33,22 @@ from distillery.ml.data.batches import (
     TokenDataset,
 )
 from distillery.ml.models.modeling import TextClassifier
-from distillery.ml.train.config import TrainConfig
+from distillery.ml.train.config import PRECISIONS, TrainConfig
 from distillery.ml.train.launch import launch_training
-from distillery.ml.train.strategies import transformer_blocks
+from distillery.ml.train.strategies import resolve_precision, transformer_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["negative", "neutral", "positive"]
 BATCH = 32
 
 
-def bare_loop(
-    frame: pd.DataFrame, steps: int, threads: int, seed: int, frozen: int
+def bare_loop(  # noqa: PLR0913 - one benchmark arm's settings
+    frame: pd.DataFrame,
+    steps: int,
+    threads: int,
+    seed: int,
+    frozen: int,
+    precision: str,
 ) -> list[float]:
     """A plain ~30-line PyTorch loop; returns samples/s of each step after the first."""
     torch.manual_seed(seed)
@@ -62,8 +69,9 @@ def bare_loop(
             break
         start = time.perf_counter()
         batch = collate([dataset[i] for i in rows])
-        logits = model(batch["input_ids"], batch["attention_mask"])
-        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(batch["input_ids"], batch["attention_mask"])
+        loss = torch.nn.functional.cross_entropy(logits.float(), batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -74,7 +82,13 @@ def bare_loop(
 
 
 def stage_loop(  # noqa: PLR0913 - one benchmark arm's settings
-    frame: pd.DataFrame, steps: int, nproc: int, threads: int, seed: int, frozen: int
+    frame: pd.DataFrame,
+    steps: int,
+    nproc: int,
+    threads: int,
+    seed: int,
+    frozen: int,
+    precision: str,
 ) -> list[float]:
     """The train stage's loop through ``launch_training``; per-step samples/s."""
     config = TrainConfig(
@@ -85,6 +99,7 @@ def stage_loop(  # noqa: PLR0913 - one benchmark arm's settings
         epochs=1,
         freeze_embeddings=True,
         freeze_layers=frozen,
+        precision=precision,
         nproc=nproc,
         num_threads=threads,
         checkpoint_every_steps=None,
@@ -109,22 +124,29 @@ def main() -> int:
         help="blocks kept fixed besides the embeddings (conf/base's train default: 2)",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="forward passes of every loop (auto: as the train stage resolves it)",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "benchmarks/results/training_overhead.json")
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    precision = resolve_precision(args.precision, torch.device("cpu"))
     frame = pd.read_parquet(ROOT / "data/05_model_input/train").head(
         BATCH * (args.steps + 2)
     )
     runs = {
         "bare loop, 1 process x 2 threads": lambda s: bare_loop(
-            frame, args.steps, 2, s, args.freeze_layers
+            frame, args.steps, 2, s, args.freeze_layers, precision
         ),
         "stage loop, 1 rank x 2 threads": lambda s: stage_loop(
-            frame, args.steps, 1, 2, s, args.freeze_layers
+            frame, args.steps, 1, 2, s, args.freeze_layers, precision
         ),
         "stage loop, 2 ranks x 1 thread": lambda s: stage_loop(
-            frame, args.steps, 2, 1, s, args.freeze_layers
+            frame, args.steps, 2, 1, s, args.freeze_layers, precision
         ),
     }
     medians: dict[str, list[float]] = {name: [] for name in runs}
@@ -158,7 +180,7 @@ def main() -> int:
         args.out,
         ("torch", "transformers"),
         {
-            "settings": vars(args) | {"batch": BATCH},
+            "settings": vars(args) | {"batch": BATCH, "resolved_precision": precision},
             "target": "stage loop >= 0.95 x bare loop",
             "rows": rows,
         },
