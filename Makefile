@@ -47,6 +47,7 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	test -d data/06_models/teacher || $(BIN)/kedro run
 	$(BIN)/python benchmarks/model_compression.py
+	$(BIN)/python benchmarks/ort_fusions.py
 	$(BIN)/python benchmarks/baseline_grid.py
 	$(BIN)/python benchmarks/student_variants.py
 	$(BIN)/python benchmarks/training_overhead.py

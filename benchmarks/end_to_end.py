@@ -8,7 +8,11 @@ of the whole command (start-up included). Usage::
     .venv/bin/python benchmarks/end_to_end.py [--env ENV] [--clean] [--log FILE]
 
 ``--clean`` empties the data folders first (as on a fresh clone); ``--log`` keeps
-Kedro's output (node by node times). Prints a table and
+Kedro's output (node by node times). The JSON also keeps the run's headline results
+from its own reports (rows in, repaired and quarantined; the teacher's precision,
+throughput and validation macro-F1; every evaluated form's test macro-F1, size and
+p50; the selected student and its ratios), so every figure of the run is in a
+committed file. Prints a table and
 writes ``benchmarks/results/end_to_end.json`` (``end_to_end-<env>.json`` for other
 environments).
 """
@@ -16,12 +20,14 @@ environments).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlflow
 from _results import write_results
@@ -40,6 +46,50 @@ def _clean() -> None:
         for item in layer.iterdir():
             if item.name != ".gitkeep":
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
+
+
+def _read(relative: str) -> dict[str, Any]:
+    return json.loads((ROOT / relative).read_text())
+
+
+def _run_reports() -> dict[str, Any]:
+    """Headline results from the reports the run just wrote in ``data/``."""
+    counts = _read("data/08_reporting/validation_summary.json")["counts"]
+    teacher = _read("data/08_reporting/teacher_train_summary.json")
+    comparison = _read("data/08_reporting/model_comparison.json")
+    selected = _read("data/07_model_output/selected_student.json")
+    versions = sorted((ROOT / "data/06_models/teacher").iterdir())
+    return {
+        "kedro_run_version": versions[-1].name,
+        "validation": {
+            k: counts[k]
+            for k in ("rows_in", "rows_clean", "rows_repaired", "rows_quarantined")
+        },
+        "teacher": {
+            k: teacher[k]
+            for k in ("precision", "samples_per_s", "best_val_macro_f1", "world_size")
+        },
+        "evaluate": {
+            "reference": comparison["reference"],
+            "models": [
+                {
+                    k: m[k]
+                    for k in (
+                        "name",
+                        "form",
+                        "macro_f1",
+                        "size_bytes",
+                        "latency_p50_ms",
+                    )
+                }
+                for m in comparison["models"]
+            ],
+        },
+        "selected_student": {
+            k: selected[k]
+            for k in ("name", "val_macro_f1", "teacher_val_macro_f1", "ratios")
+        },
+    }
 
 
 def main() -> int:
@@ -95,6 +145,7 @@ def main() -> int:
             "nodes_total_s": run.data.metrics.get("wall_s.total"),
             "command_wall_s": wall,
             "target_s": TARGET_S,
+            "run_reports": _run_reports(),
         },
     )
     return 0

@@ -46,38 +46,40 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = {"name": "L2-H256", "num_layers": 2, "hidden_size": 256,
            "intermediate_size": 512, "embedding_bits": 4,
            "embedding_block_size": 128}  # fmt: skip
-# name -> (recipe changes, distillation changes) against the default student.
-VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "default": ({}, {}),
-    "epochs-3": ({}, {"epochs": 3, "patience": 2}),
-    "kd-only": ({}, {"kd_alpha": 1.0}),
-    "kd-T1": ({}, {"kd_temperature": 1.0}),
-    "lr-1e-3": ({}, {"learning_rate": 1.0e-3}),
-    "lr-2e-3": ({}, {"learning_rate": 2.0e-3}),
-    "lr-1e-3-epochs-3": ({}, {"learning_rate": 1.0e-3, "epochs": 3, "patience": 2}),
-    "L3-H256": ({"num_layers": 3}, {}),
-    "L2-H320": ({"hidden_size": 320, "intermediate_size": 640}, {}),
-    "L2-H256-FFN1024": ({"intermediate_size": 1024}, {}),
+# name -> (recipe changes, distillation changes, other compress_options changes)
+# against the default student.
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
+    "default": ({}, {}, {}),
+    "epochs-3": ({}, {"epochs": 3, "patience": 2}, {}),
+    "kd-only": ({}, {"kd_alpha": 1.0}, {}),
+    "kd-T1": ({}, {"kd_temperature": 1.0}, {}),
+    "lr-1e-3": ({}, {"learning_rate": 1.0e-3}, {}),
+    "lr-2e-3": ({}, {"learning_rate": 2.0e-3}, {}),
+    "lr-1e-3-epochs-3": ({}, {"learning_rate": 1.0e-3, "epochs": 3, "patience": 2}, {}),
+    "L3-H256": ({"num_layers": 3}, {}, {}),
+    "L2-H320": ({"hidden_size": 320, "intermediate_size": 640}, {}, {}),
+    "L2-H256-FFN1024": ({"intermediate_size": 1024}, {}, {}),
     # Representation distillation on top of the logits (distill.kd_hidden_weight).
-    "hidden-0p3": ({}, {"kd_hidden_weight": 0.3}),
-    "hidden-1": ({}, {"kd_hidden_weight": 1.0}),
+    "hidden-0p3": ({}, {"kd_hidden_weight": 0.3}, {}),
+    "hidden-1": ({}, {"kd_hidden_weight": 1.0}, {}),
     # Smaller files: fewer 4-bit embedding scales, fewer rare token ids kept (the
     # default before 2026-12-04 was blocks of 32 and vocab_min_count 2).
-    "blocks-32-min-count-2": ({"embedding_block_size": 32}, {}),
-    "blocks-128": ({"embedding_block_size": 128}, {}),
-    "blocks-128-min-count-3": ({"embedding_block_size": 128}, {}),
-    "blocks-128-min-count-4": ({"embedding_block_size": 128}, {}),
+    "blocks-32-min-count-2": ({"embedding_block_size": 32}, {}, {"vocab_min_count": 2}),
+    "blocks-128": ({"embedding_block_size": 128}, {}, {"vocab_min_count": 2}),
+    "blocks-128-min-count-3": (
+        {"embedding_block_size": 128},
+        {},
+        {"vocab_min_count": 3},
+    ),
+    "blocks-128-min-count-4": (
+        {"embedding_block_size": 128},
+        {},
+        {"vocab_min_count": 4},
+    ),
     # Distillation's forward passes in fp32 or bf16 autocast (distill.precision;
     # the default, auto, is bf16 on CPUs with native bf16).
-    "precision-fp32": ({}, {"precision": "fp32"}),
-    "precision-bf16": ({}, {"precision": "bf16"}),
-}
-# name -> compress_options changes (outside the student recipe and distillation).
-OPTION_CHANGES: dict[str, dict[str, Any]] = {
-    "blocks-32-min-count-2": {"vocab_min_count": 2},
-    "blocks-128": {"vocab_min_count": 2},
-    "blocks-128-min-count-3": {"vocab_min_count": 3},
-    "blocks-128-min-count-4": {"vocab_min_count": 4},
+    "precision-fp32": ({}, {"precision": "fp32"}, {}),
+    "precision-bf16": ({}, {"precision": "bf16"}, {}),
 }
 
 
@@ -147,11 +149,11 @@ def main() -> int:
     predictors: dict[str, OnnxPredictor] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
-            recipe_change, distill_change = VARIANTS[variant]
+            recipe_change, distill_change, option_change = VARIANTS[variant]
             recipe = DEFAULT | recipe_change | {"name": variant}
             options = (
                 base
-                | OPTION_CHANGES.get(variant, {})
+                | option_change
                 | {
                     "students": [recipe],
                     "distill": base["distill"] | distill_change,
@@ -176,7 +178,7 @@ def main() -> int:
                     "variant": variant,
                     "recipe": recipe,
                     "distill": distill_change,
-                    "options": OPTION_CHANGES.get(variant, {}),
+                    "options": option_change,
                     "parameters": info["parameters"],
                     "best_epoch": info["best_epoch"],
                     "val_macro_f1_torch": info["best_val_macro_f1"],
