@@ -20,7 +20,7 @@ onnxruntime 1.32, see ``benchmarks/calibrate_student_sizes.py``):
   :func:`ort_session` keeps ONNX Runtime from fusing it at load time
   (:data:`UNFUSED_ORT_OPTIMIZERS`): the fused kernel ran ~10x slower per element than
   ``LayerNormalization`` here (onnxruntime 1.32, AMD EPYC), so leaving it out made the
-  int8 student 1.32x and the int8 teacher 1.36x faster at batch 1 on test tweets
+  int8 student 1.30x and the int8 teacher 1.35x faster at batch 1 on test tweets
   (``benchmarks/ort_fusions.py``). fp32 outputs are the same to 1e-6; int8 outputs
   move by the rounding of the dynamically quantised activations (99.97% and 99.55% of
   the test predictions unchanged). The setting applies to every ONNX form alike. Only the BERT-like
