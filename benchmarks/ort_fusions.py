@@ -40,7 +40,7 @@ from _results import write_results
 from model_compression import _latest, _one_run, latency_arguments
 
 from distillery.datasets import BinaryDictDataset, ClassifierDataset
-from distillery.ml.compress.export import UNFUSED_ORT_OPTIMIZERS
+from distillery.ml.compress.export import UNFUSED_ORT_OPTIMIZERS, ort_session
 from distillery.ml.data.text import normalize_text
 from distillery.ml.serve.inference import OnnxPredictor
 from distillery.ml.serve.latency import measure_latency
@@ -75,8 +75,10 @@ def _fused_ops(path: Path, threads: int, ours: bool) -> int:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        extra = {"disabled_optimizers": list(UNFUSED_ORT_OPTIMIZERS)} if ours else {}
-        ort.InferenceSession(str(path), options, ["CPUExecutionProvider"], **extra)
+        if ours:
+            ort_session(path, options=options)
+        else:
+            ort.InferenceSession(str(path), options, ["CPUExecutionProvider"])
         graph = onnx.load(options.optimized_model_filepath).graph
     return sum(node.op_type == "SkipLayerNormalization" for node in graph.node)
 
