@@ -69,27 +69,14 @@ def _p50_by_length(session: ort.InferenceSession, repeats: int) -> dict[int, flo
     return out
 
 
-def _fused_ops(path: Path, threads: int, ours: bool) -> int:
+def _fused_ops(path: Path, threads: int, unfused: tuple[str, ...]) -> int:
     """SkipLayerNormalization nodes in the graph the session runs (after its fusions)."""
     with tempfile.TemporaryDirectory() as tmp:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        if ours:
-            ort_session(path, options=options)
-        else:
-            ort.InferenceSession(str(path), options, ["CPUExecutionProvider"])
+        ort_session(path, threads, options, unfused=unfused)
         graph = onnx.load(options.optimized_model_filepath).graph
     return sum(node.op_type == "SkipLayerNormalization" for node in graph.node)
-
-
-def _default_session(path: Path, threads: int) -> ort.InferenceSession:
-    """What a user opens without us: every ONNX Runtime optimizer on."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, ["CPUExecutionProvider"])
 
 
 def _table(
@@ -156,11 +143,12 @@ def main() -> int:
             default = OnnxPredictor(
                 path, tok, num_threads=args.threads, normalize=normalize_text
             )
-            default.session = _default_session(path, args.threads)
+            # What a user opens without us: every ONNX Runtime optimizer on.
+            default.session = ort_session(path, args.threads, unfused=())
             predictors[key] = (ours, default)
             fused_nodes[key] = {
-                "ours": _fused_ops(path, args.threads, ours=True),
-                "default": _fused_ops(path, args.threads, ours=False),
+                "ours": _fused_ops(path, args.threads, UNFUSED_ORT_OPTIMIZERS),
+                "default": _fused_ops(path, args.threads, ()),
             }
         quality = {}
         for key, (ours, default) in predictors.items():

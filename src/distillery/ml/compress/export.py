@@ -48,7 +48,7 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,8 @@ def ort_session(
     onnx_path: str | Path,
     num_threads: int | None = None,
     options: Any = None,
+    *,
+    unfused: Sequence[str] = UNFUSED_ORT_OPTIMIZERS,
 ) -> Any:  # onnxruntime.InferenceSession; imported lazily
     """An ONNX Runtime CPU session without the fusions in :data:`UNFUSED_ORT_OPTIMIZERS`.
 
@@ -238,6 +240,8 @@ def ort_session(
         num_threads: Intra-op threads (inter-op 1, sequential execution); ``None``
             leaves ONNX Runtime's defaults.
         options: ``onnxruntime.SessionOptions`` to start from (e.g. for profiling).
+        unfused: Graph optimizers to keep off; ``()`` opens the session a user gets
+            without the project (every optimizer on), for comparisons.
     """
     import onnxruntime as ort  # noqa: PLC0415 - heavy import, only needed here
 
@@ -250,7 +254,7 @@ def ort_session(
         str(onnx_path),
         options,
         providers=["CPUExecutionProvider"],
-        disabled_optimizers=list(UNFUSED_ORT_OPTIMIZERS),
+        disabled_optimizers=list(unfused),
     )
 
 
