@@ -3,6 +3,7 @@ and on the packaged MiniLM teacher (2-layer student, pruned vocabulary)."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from collections.abc import Callable
@@ -14,8 +15,11 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from distillery.ml.compress.export import (
+    _unpack_block_quantized_gather,
     check_parity,
     export_onnx,
     optimize_onnx,
@@ -73,6 +77,26 @@ def test_export_matches_torch_on_dynamic_shapes(
     assert check_parity(tiny_pruned, tiny_onnx, batches) <= 1e-4
 
 
+def test_bert_graph_takes_the_additive_mask_ready_made(
+    tiny_pruned: TextClassifier, tiny_onnx: Path
+) -> None:
+    """The classifier's own (B, 1, 1, T) additive mask gives the logits transformers'
+    mask builder gives, padded rows included, and the exported graph carries none of
+    that builder's nodes."""
+    batch = make_batch(5, 13, 2)
+    assert (batch["attention_mask"] == 0).any()
+    tensors = [torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask")]
+    model = copy.deepcopy(tiny_pruned).eval()
+    with torch.no_grad():
+        built = model(*tensors)
+        model.additive_mask = True
+        ready_made = model(*tensors)
+    torch.testing.assert_close(ready_made, built, rtol=0, atol=1e-6)
+    assert not tiny_pruned.additive_mask  # export set it on its copy only
+    ops = {n.op_type for n in onnx.load(str(tiny_onnx)).graph.node}
+    assert not ops & {"Range", "GreaterOrEqual", "And", "Where"}
+
+
 def test_export_keeps_the_id_map_inside_the_graph(
     tiny_pruned: TextClassifier, tiny_onnx: Path
 ) -> None:
@@ -123,8 +147,9 @@ def test_quantize_onnx_shrinks_and_stays_close(
     assert sizes["quantized_bytes"] == out.stat().st_size < sizes["fp32_bytes"]
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
-    if embedding_bits == 4:
-        assert "GatherBlockQuantized" in ops
+    if embedding_bits == 4:  # 4-bit word embeddings, unpacked by standard ops
+        assert {"BitShift", "BitwiseAnd"} <= ops
+        assert "GatherBlockQuantized" not in ops
     assert read_metadata(out)["labels"] == read_metadata(tiny_onnx)["labels"]
     batch = make_batch(8, 16, 7, vocab=70)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -315,17 +340,61 @@ def test_larger_embedding_blocks_store_fewer_scales(
         sizes[block] = quantize_onnx(
             tiny_onnx, out, embedding_bits=4, embedding_block_size=block
         )["quantized_bytes"]
-        (gather,) = [
-            n
-            for n in onnx.load(str(out)).graph.node
-            if n.op_type == "GatherBlockQuantized"
-        ]
-        assert {a.name: a.i for a in gather.attribute}["block_size"] == block
         initializers = {i.name: i for i in onnx.load(str(out)).graph.initializer}
-        scales[block] = list(initializers[gather.input[2]].dims)
+        scales[block] = list(initializers["word_embeddings_4bit/scales"].dims)
+        shape = numpy_helper.to_array(
+            initializers["word_embeddings_4bit/blocked_shape"]
+        )
+        assert shape[-1] == block
     assert scales[16][0] == scales[32][0]  # one row per kept token id
     assert scales[16][1] == 2 * scales[32][1]
     assert sizes[32] < sizes[16]
+
+
+@pytest.mark.parametrize(
+    ("width", "block"), [(64, 16), (256, 128), (192, 128), (384, 32)]
+)
+def test_unpacked_4bit_gather_equals_gather_block_quantized(
+    tmp_path: Path, width: int, block: int
+) -> None:
+    """The standard-op unpacking returns exactly what ONNX Runtime's
+    ``GatherBlockQuantized`` kernel returns for the same 4-bit table, including a
+    partial last block (192 = 128 + 64)."""
+    rng = np.random.default_rng(width + block)
+    table = rng.standard_normal((300, width)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="gather")],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT32, [None, None])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, None, width])],
+        [numpy_helper.from_array(table, "table")],
+    )
+    quantizer = MatMulNBitsQuantizer(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        bits=4,
+        block_size=block,
+        is_symmetric=True,
+        op_types_to_quantize=("Gather",),
+        quant_axes=(("Gather", 1),),
+    )
+    quantizer.process()
+    blocked = quantizer.model.model
+    unpacked = onnx.ModelProto()
+    unpacked.CopyFrom(blocked)
+    _unpack_block_quantized_gather(unpacked)
+    onnx.checker.check_model(unpacked)
+    assert [n.op_type for n in blocked.graph.node] == ["GatherBlockQuantized"]
+    assert "GatherBlockQuantized" not in {n.op_type for n in unpacked.graph.node}
+    ids = {"ids": rng.integers(0, 300, (3, 17)).astype(np.int32)}
+    outputs = []
+    for name, model in (("blocked", blocked), ("unpacked", unpacked)):
+        onnx.save(model, tmp_path / f"{name}.onnx")
+        outputs += ort_session(tmp_path / f"{name}.onnx").run(None, ids)
+    expected, got = outputs
+    assert got.shape == (3, 17, width)
+    np.testing.assert_array_equal(got, expected)
+    # 4-bit rounding of N(0, 1) values: close, not equal, to the fp32 rows.
+    assert 0 < np.abs(got - table[ids["ids"]]).max() < 0.5
 
 
 @pytest.mark.parametrize("block", [8, 48, 512])

@@ -149,6 +149,11 @@ class TextClassifier(nn.Module):
         self.dropout_p = float(dropout)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(encoder.config.hidden_size, len(labels))
+        # True: the encoder gets eager attention's additive (B, 1, 1, T) mask ready-made
+        # rather than building it from the (B, T) mask. ONNX export sets it on its copy
+        # for the families that take such a mask (export.ADDITIVE_MASK_FAMILIES): the
+        # same outputs with about 20 fewer nodes of mask plumbing per graph.
+        self.additive_mask = False
         # Persistent even when None (None buffers are left out of the state dict), so a
         # map set later is saved too.
         self.register_buffer("id_map", id_map, persistent=True)
@@ -207,9 +212,14 @@ class TextClassifier(nn.Module):
         extra = {}
         if self.positions_from_mask:
             extra["position_ids"] = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+        encoder_mask = attention_mask
+        if self.additive_mask:
+            dtype = self.head.weight.dtype
+            padding = 1 - attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, T)
+            encoder_mask = padding * torch.finfo(dtype).min
         out = self.encoder(
             input_ids=input_ids,
-            attention_mask=attention_mask,
+            attention_mask=encoder_mask,
             output_hidden_states=output_hidden_states,
             **extra,
         )
