@@ -48,6 +48,7 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 	test -d data/06_models/teacher || $(BIN)/kedro run
 	$(BIN)/python benchmarks/model_compression.py
 	$(BIN)/python benchmarks/ort_fusions.py
+	$(BIN)/python benchmarks/student_graph.py
 	$(BIN)/python benchmarks/baseline_grid.py
 	$(BIN)/python benchmarks/student_variants.py
 	$(BIN)/python benchmarks/training_overhead.py

@@ -78,7 +78,7 @@ def test_export_matches_torch_on_dynamic_shapes(
 
 
 def test_bert_graph_takes_the_additive_mask_ready_made(
-    tiny_pruned: TextClassifier, tiny_onnx: Path
+    tiny_pruned: TextClassifier, tiny_onnx: Path, tmp_path: Path
 ) -> None:
     """The classifier's own (B, 1, 1, T) additive mask gives the logits transformers'
     mask builder gives, padded rows included, and the exported graph carries none of
@@ -93,8 +93,13 @@ def test_bert_graph_takes_the_additive_mask_ready_made(
         ready_made = model(*tensors)
     torch.testing.assert_close(ready_made, built, rtol=0, atol=1e-6)
     assert not tiny_pruned.additive_mask  # export set it on its copy only
-    ops = {n.op_type for n in onnx.load(str(tiny_onnx)).graph.node}
-    assert not ops & {"Range", "GreaterOrEqual", "And", "Where"}
+    builder = {"Range", "GreaterOrEqual", "And", "Where"}
+    assert not builder & {n.op_type for n in onnx.load(str(tiny_onnx)).graph.node}
+    built = export_onnx(
+        tiny_pruned, tmp_path / "built.onnx", max_length=32, additive_mask=False
+    )
+    assert builder <= {n.op_type for n in onnx.load(str(built)).graph.node}
+    assert check_parity(tiny_pruned, built, [batch]) <= 1e-4
 
 
 def test_export_keeps_the_id_map_inside_the_graph(
@@ -395,6 +400,21 @@ def test_unpacked_4bit_gather_equals_gather_block_quantized(
     np.testing.assert_array_equal(got, expected)
     # 4-bit rounding of N(0, 1) values: close, not equal, to the fp32 rows.
     assert 0 < np.abs(got - table[ids["ids"]]).max() < 0.5
+
+
+def test_quantize_onnx_can_keep_the_contrib_4bit_gather(
+    tiny_onnx: Path, tmp_path: Path
+) -> None:
+    """``unpack_4bit=False`` keeps ONNX Runtime's ``GatherBlockQuantized``; both
+    files give the same logits."""
+    logits = {}
+    for unpack in (True, False):
+        out = tmp_path / f"m.{unpack}.onnx"
+        quantize_onnx(tiny_onnx, out, embedding_bits=4, unpack_4bit=unpack)
+        ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+        assert ("GatherBlockQuantized" in ops) is not unpack
+        (logits[unpack],) = ort_session(out).run(["logits"], make_batch(6, 20, 4, 70))
+    np.testing.assert_array_equal(logits[True], logits[False])
 
 
 @pytest.mark.parametrize("block", [8, 48, 512])

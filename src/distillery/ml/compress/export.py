@@ -93,6 +93,8 @@ def export_onnx(
     path: str | Path,
     opset: int = DEFAULT_OPSET,
     max_length: int = 128,
+    *,
+    additive_mask: bool | None = None,
 ) -> Path:
     """Export ``model`` to a single-file ONNX graph with dynamic batch and sequence.
 
@@ -106,6 +108,9 @@ def export_onnx(
         opset: ONNX opset (>= 18 for this exporter).
         max_length: Longest sequence the graph must accept; at most the model's
             ``max_position_embeddings``.
+        additive_mask: Hand the encoder eager attention's additive mask ready-made
+            (:attr:`TextClassifier.additive_mask`); ``None`` = for the families in
+            :data:`ADDITIVE_MASK_FAMILIES`, ``False`` = let transformers build it.
 
     Returns:
         ``path`` as a ``Path``.
@@ -121,7 +126,9 @@ def export_onnx(
     model = copy.deepcopy(model).eval().cpu()
     # Eager attention exports a plain MatMul/Softmax graph without SDPA's mask plumbing.
     model.encoder.set_attn_implementation("eager")
-    model.additive_mask = model.config.model_type in ADDITIVE_MASK_FAMILIES
+    if additive_mask is None:
+        additive_mask = model.config.model_type in ADDITIVE_MASK_FAMILIES
+    model.additive_mask = additive_mask
 
     seq = min(16, max_length)
     input_ids = torch.full((2, seq), model.config.pad_token_id or 0, dtype=torch.long)
@@ -279,6 +286,7 @@ def quantize_onnx(
     reduce_range: bool = True,
     embedding_bits: int = 8,
     embedding_block_size: int = DEFAULT_EMBEDDING_BLOCK_SIZE,
+    unpack_4bit: bool = True,
 ) -> dict[str, int]:
     """Optimize the graph and quantize its weights dynamically (int8 activations).
 
@@ -293,6 +301,10 @@ def quantize_onnx(
             embeddings, two per byte, unpacked by standard ops after the ``Gather``).
         embedding_block_size: Values per fp32 scale of the 4-bit word embeddings
             (a power of two, 16 to 256): larger blocks store fewer scales.
+        unpack_4bit: Unpack the 4-bit embeddings with standard ops
+            (:func:`_unpack_block_quantized_gather`); ``False`` keeps ONNX Runtime's
+            ``GatherBlockQuantized`` contrib op (for comparison, or for an execution
+            provider whose kernel for it is fast).
 
     Returns:
         Sizes in bytes: ``fp32_bytes``, ``optimized_bytes``, ``quantized_bytes``.
@@ -329,7 +341,7 @@ def quantize_onnx(
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     graph = onnx.load(str(int8_path))
-    if embedding_bits == 4:
+    if embedding_bits == 4 and unpack_4bit:
         _unpack_block_quantized_gather(graph)
     _set_metadata(graph, metadata)
     onnx.save(graph, str(int8_path))
