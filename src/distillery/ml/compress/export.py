@@ -11,8 +11,8 @@ onnxruntime 1.32, see ``benchmarks/calibrate_student_sizes.py``):
   families (:data:`ADDITIVE_MASK_FAMILIES`) the classifier hands the encoder eager
   attention's additive ``(B, 1, 1, T)`` mask itself: transformers' own mask builder
   exported ~20 nodes (``Range``, ``GreaterOrEqual``, ``And``, ``GatherND``,
-  ``Where``...) for the same values, and the int8 student was ~5% faster at batch 1
-  without them; outputs are identical.
+  ``Where``...) for the same values; outputs are identical, the int8 student 1.02x
+  faster at batch 1 without them (within the spread; ``benchmarks/student_graph.py``).
 * **Vocabulary map**: the ``id_map`` lookup is exported inside the graph (a
   ``GatherND`` on an int32 initializer in front of the embedding ``Gather``), so the
   ONNX model takes the tokenizer's ids directly. int32 storage costs 4 bytes per
@@ -44,8 +44,9 @@ onnxruntime 1.32, see ``benchmarks/calibrate_student_sizes.py``):
   writes them for its ``GatherBlockQuantized`` contrib op, whose CPU kernel cost a
   fifth of the int8 student's time; the same values are stored two per byte and
   unpacked by standard ops instead (:func:`_unpack_block_quantized_gather`: same
-  outputs, the student ~13% faster at batch 1). The default student uses blocks of 128: blocks of 32 stored four times
-  the scales (0.35 against 0.09 MB of its 3.1 MB file) for the same validation F1
+  outputs, the int8 student 1.14x faster at batch 1; ``benchmarks/student_graph.py``).
+  The default student uses blocks of 128: blocks of 32 stored four times the scales
+  (0.35 against 0.09 MB of its 3.1 MB file) for the same validation F1
   (``docs/benchmarks.md``).
 """
 

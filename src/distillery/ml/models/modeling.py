@@ -152,7 +152,7 @@ class TextClassifier(nn.Module):
         # True: the encoder gets eager attention's additive (B, 1, 1, T) mask ready-made
         # rather than building it from the (B, T) mask. ONNX export sets it on its copy
         # for the families that take such a mask (export.ADDITIVE_MASK_FAMILIES): the
-        # same outputs with about 20 fewer nodes of mask plumbing per graph.
+        # same outputs with about 20 fewer nodes of mask plumbing in the graph.
         self.additive_mask = False
         # Persistent even when None (None buffers are left out of the state dict), so a
         # map set later is saved too.

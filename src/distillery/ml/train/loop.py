@@ -49,7 +49,6 @@ from distillery.ml.train.losses import kd_loss, representation_loss
 from distillery.ml.train.strategies import (
     Strategy,
     make_strategy,
-    resolve_precision,
     transformer_blocks,
 )
 
@@ -462,7 +461,7 @@ def _train(
             fields,
             data.fingerprint,
         ),
-        resolve_precision(config.precision, device),
+        strategy.precision,
     )
     if run.master_process:
         logger.info("Training precision: %s (%s)", run.precision, config.precision)

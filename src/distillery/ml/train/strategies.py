@@ -135,6 +135,8 @@ class Strategy(ABC):
         self.rank = rank
         self.world_size = world_size
         self.master_process = rank == 0
+        # Resolved once for the run: the loop's autocast and FSDP's policy follow it.
+        self.precision = resolve_precision(config.precision, device)
         self.model: nn.Module | None = None
         self.raw_model: TextClassifier | None = None
         self._skeleton: nn.Module | None = None
@@ -350,8 +352,7 @@ class FSDPStrategy(Strategy):
 
         mesh = init_device_mesh(self.device.type, (self.world_size,))
         kwargs: dict[str, Any] = {"mesh": mesh}
-        bf16 = resolve_precision(self.config.precision, self.device) == "bf16"
-        if self.device.type == "cuda" and bf16:
+        if self.device.type == "cuda" and self.precision == "bf16":
             kwargs["mp_policy"] = MixedPrecisionPolicy(
                 param_dtype=torch.bfloat16, reduce_dtype=torch.float32
             )
