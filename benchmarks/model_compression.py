@@ -40,7 +40,7 @@ from distillery.datasets import BaselineDataset, BinaryDictDataset, ClassifierDa
 from distillery.ml.data.text import normalize_text
 from distillery.ml.report.baseline import BaselinePredictor, save_baseline
 from distillery.ml.report.evaluation import evaluate_predictor
-from distillery.ml.serve.inference import OnnxPredictor, TorchPredictor
+from distillery.ml.serve.inference import OnnxPredictor, Predictor, TorchPredictor
 from distillery.ml.serve.latency import artifact_size_bytes, measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +141,23 @@ def latency_arguments(description: str, out: str) -> argparse.Namespace:
     return args
 
 
+def interleaved_p50(
+    predictors: dict[str, Predictor], texts: list[str], rounds: int, repeats: int
+) -> dict[str, list[float]]:
+    """Batch-1 p50 ms of every predictor in each of ``rounds`` rounds; within a round
+    the predictors run one after the other on the same window of ``repeats`` texts
+    (after 20 warm-up calls), so background load hits them alike."""
+    p50: dict[str, list[float]] = {name: [] for name in predictors}
+    for r in range(rounds):
+        offset = r * repeats
+        window = (texts[offset:] + texts[:offset])[: repeats + 20]
+        for name, predictor in predictors.items():
+            p50[name].append(
+                measure_latency(predictor, window, warmup=20, repeats=repeats)["p50_ms"]
+            )
+    return p50
+
+
 def main() -> int:
     """Run the benchmark, print the table, write JSON."""
     args = latency_arguments(
@@ -182,16 +199,12 @@ def main() -> int:
                 == models[PEER][1].predict_proba(texts).argmax(1)
             ).mean()
         )
-        rounds: dict[str, list[float]] = {name: [] for name in models}
-        for r in range(args.rounds):
-            offset = r * args.repeats
-            window = (texts[offset:] + texts[:offset])[: args.repeats + 20]
-            for name, (_, predictor, _) in models.items():
-                rounds[name].append(
-                    measure_latency(predictor, window, warmup=20, repeats=args.repeats)[
-                        "p50_ms"
-                    ]
-                )
+        rounds = interleaved_p50(
+            {name: predictor for name, (_, predictor, _) in models.items()},
+            texts,
+            args.rounds,
+            args.repeats,
+        )
 
     rows = []
     for name, (form, _, size) in models.items():

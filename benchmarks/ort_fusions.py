@@ -38,16 +38,16 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 from _results import write_results
-from model_compression import _latest, _one_run, latency_arguments
+from model_compression import _latest, _one_run, interleaved_p50, latency_arguments
 
 from distillery.datasets import BinaryDictDataset, ClassifierDataset
 from distillery.ml.compress.export import UNFUSED_ORT_OPTIMIZERS, ort_session
 from distillery.ml.data.text import normalize_text
 from distillery.ml.serve.inference import OnnxPredictor
-from distillery.ml.serve.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMS = {".onnx": "onnx-fp32", ".int8.onnx": "onnx-int8"}
+SIDES = ("ours", "default")  # the project's session, a default one
 LENGTHS = (2, 16, 32, 64)  # tokens, [CLS] and [SEP] included
 
 
@@ -143,11 +143,14 @@ def main() -> int:
             ours = OnnxPredictor(
                 path, tok, num_threads=args.threads, normalize=normalize_text
             )
-            default = OnnxPredictor(
-                path, tok, num_threads=args.threads, normalize=normalize_text
-            )
             # What a user opens without us: every ONNX Runtime optimizer on.
-            default.session = ort_session(path, args.threads, unfused=())
+            default = OnnxPredictor(
+                path,
+                tok,
+                num_threads=args.threads,
+                normalize=normalize_text,
+                unfused=(),
+            )
             predictors[key] = (ours, default)
             fused_nodes[key] = {
                 "ours": _fused_ops(path, args.threads, UNFUSED_ORT_OPTIMIZERS),
@@ -160,19 +163,19 @@ def main() -> int:
                 "agreement": float((a.argmax(1) == b.argmax(1)).mean()),
                 "max_abs_prob_diff": float(np.abs(a - b).max()),
             }
-        rounds: dict[str, dict[str, list[float]]] = {
-            key: {"ours": [], "default": []} for key in predictors
+        p50 = interleaved_p50(
+            {
+                f"{key} ({side})": predictor
+                for key, pair in predictors.items()
+                for side, predictor in zip(SIDES, pair, strict=True)
+            },
+            texts,
+            args.rounds,
+            args.repeats,
+        )
+        rounds = {
+            key: {side: p50[f"{key} ({side})"] for side in SIDES} for key in predictors
         }
-        for r in range(args.rounds):
-            offset = r * args.repeats
-            window = (texts[offset:] + texts[:offset])[: args.repeats + 20]
-            for key, pair in predictors.items():
-                for side, predictor in zip(("ours", "default"), pair, strict=True):
-                    rounds[key][side].append(
-                        measure_latency(
-                            predictor, window, warmup=20, repeats=args.repeats
-                        )["p50_ms"]
-                    )
 
         # The test tweets' token ids end to end: windows of real ids (a repeated id
         # hid the cost of the 4-bit embedding lookup, which depends on the rows read).
@@ -182,7 +185,7 @@ def main() -> int:
             f"{key} ({side})": _p50_by_length(predictor.session, args.repeats, ids)
             for key, pair in predictors.items()
             if key.endswith("int8")
-            for side, predictor in zip(("ours", "default"), pair, strict=True)
+            for side, predictor in zip(SIDES, pair, strict=True)
         }
 
     rows = []

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import pandas as pd
 from _results import write_results
-from model_compression import _latest, _one_run, latency_arguments
+from model_compression import _latest, _one_run, interleaved_p50, latency_arguments
 from student_variants import _parameters
 
 from distillery.datasets import BinaryDictDataset, ClassifierDictDataset
@@ -47,7 +47,6 @@ from distillery.ml.compress.export import (
 from distillery.ml.data.text import normalize_text
 from distillery.ml.models.modeling import TextClassifier
 from distillery.ml.serve.inference import OnnxPredictor
-from distillery.ml.serve.latency import measure_latency
 
 ROOT = Path(__file__).resolve().parents[1]
 # name -> (additive mask ready-made, 4-bit embeddings unpacked); the first is ours.
@@ -127,16 +126,7 @@ def main() -> int:  # noqa: PLR0914 - one table from several measurements
                 num_threads=args.threads,
                 normalize=normalize_text,
             ).predict_proba(texts)
-            rounds: dict[str, list[float]] = {graph: [] for graph in predictors}
-            for r in range(args.rounds):
-                offset = r * args.repeats
-                window = (texts[offset:] + texts[:offset])[: args.repeats + 20]
-                for graph, predictor in predictors.items():
-                    rounds[graph].append(
-                        measure_latency(
-                            predictor, window, warmup=20, repeats=args.repeats
-                        )["p50_ms"]
-                    )
+            rounds = interleaved_p50(predictors, texts, args.rounds, args.repeats)
             for graph, predictor in predictors.items():
                 proba = predictor.predict_proba(texts)
                 speedup = [

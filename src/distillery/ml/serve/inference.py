@@ -222,6 +222,9 @@ class OnnxPredictor(_BatchedPredictor):
         num_threads: ONNX Runtime intra-op threads (fixed per session).
         normalize: Optional text normalizer.
         batch_size: Texts per session run.
+        unfused: Graph optimizers the session keeps off; ``None`` = the project's
+            (:data:`distillery.ml.compress.export.UNFUSED_ORT_OPTIMIZERS`), ``()`` =
+            a default ONNX Runtime session, for comparisons.
 
     Raises:
         ValueError: If labels or max_length are neither given nor in the metadata.
@@ -237,8 +240,10 @@ class OnnxPredictor(_BatchedPredictor):
         num_threads: int = 1,
         normalize: Callable[[str], str] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        unfused: Sequence[str] | None = None,
     ) -> None:
         from distillery.ml.compress.export import (  # noqa: PLC0415
+            UNFUSED_ORT_OPTIMIZERS,
             ort_session,
             read_metadata,
         )
@@ -255,7 +260,11 @@ class OnnxPredictor(_BatchedPredictor):
         super().__init__(
             TextEncoder(tokenizer, max_length, normalize), labels, batch_size
         )
-        self.session = ort_session(onnx_path, num_threads)
+        self.session = ort_session(
+            onnx_path,
+            num_threads,
+            unfused=UNFUSED_ORT_OPTIMIZERS if unfused is None else unfused,
+        )
         self.num_threads = num_threads
         logger.info("Loaded ONNX predictor %s (%d threads)", onnx_path, num_threads)
 
