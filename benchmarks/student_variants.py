@@ -30,14 +30,15 @@ from typing import Any
 import pandas as pd
 from _results import write_results
 from kedro.config import OmegaConfigLoader
+from kedro.io.core import Version
 
-from distillery.datasets import ClassifierDataset
-from distillery.ml.compress.distill import compute_logits_and_pooled
+from distillery.datasets import BinaryDictDataset, ClassifierDataset
 from distillery.ml.data.text import normalize_text
 from distillery.ml.serve.inference import OnnxPredictor
 from distillery.ml.serve.latency import measure_latency
 from distillery.pipelines.compress.nodes import (
     TEACHER_POOLED,
+    cache_teacher_logits,
     distill_students,
     export_students,
 )
@@ -62,6 +63,17 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     # Representation distillation on top of the logits (distill.kd_hidden_weight).
     "hidden-0p3": ({}, {"kd_hidden_weight": 0.3}, {}),
     "hidden-1": ({}, {"kd_hidden_weight": 1.0}, {}),
+    "logits-only": ({}, {"kd_hidden_weight": 0.0}, {}),
+    "hidden-2": ({}, {"kd_hidden_weight": 2.0}, {}),
+    # Which teacher layers the 2-layer student starts from (default 0 and 5).
+    "layers-4-5": ({"layer_selection": [4, 5]}, {}, {}),
+    "layers-1-5": ({"layer_selection": [1, 5]}, {}, {}),
+    "layers-2-5": ({"layer_selection": [2, 5]}, {}, {}),
+    # A larger transfer set: each training text again with words dropped, labelled by
+    # the teacher (compress_options.augment_copies), over 2 epochs or 1 (same steps).
+    "augment-1": ({}, {}, {"augment_copies": 1}),
+    "augment-1-epochs-1": ({}, {"epochs": 1}, {"augment_copies": 1}),
+    "augment-1-drop-0p2": ({}, {}, {"augment_copies": 1, "augment_word_dropout": 0.2}),
     # Smaller files: fewer 4-bit embedding scales, fewer rare token ids kept (the
     # default before 2026-12-04 was blocks of 32 and vocab_min_count 2).
     "blocks-32-min-count-2": ({"embedding_block_size": 32}, {}, {"vocab_min_count": 2}),
@@ -90,18 +102,34 @@ def _parameters() -> dict[str, Any]:
     return loader["parameters"]
 
 
-def _with_teacher_pooled(teacher: Any, distill_train: pd.DataFrame) -> pd.DataFrame:
-    """Add the teacher's pooled embeddings (PyTorch) to the run's cached rows, whose
-    logits stay as the run cached them; the students share the teacher's tokenizer."""
-    if TEACHER_POOLED in distill_train.columns:
-        return distill_train
-    start = time.perf_counter()
-    _, pooled = compute_logits_and_pooled(teacher.model, distill_train)
-    sys.stdout.write(
-        f"teacher pooled embeddings for {len(pooled)} rows in "
-        f"{time.perf_counter() - start:.0f} s\n"
-    )
-    return distill_train.assign(**{TEACHER_POOLED: list(pooled)})
+def _cached_rows(
+    teacher: Any, run_rows: pd.DataFrame, options: dict[str, Any], cache: dict
+) -> pd.DataFrame:
+    """The distillation rows a variant needs: the run's own (cached teacher logits)
+    unless it asks for more of the cache node (dropped-word copies, or pooled
+    embeddings the run did not cache); then the node runs again on the run's
+    training split with the run's ONNX teacher, once per setting."""
+    pooled = float(options["distill"].get("kd_hidden_weight") or 0) > 0
+    copies = options.get("augment_copies", 0)
+    if not copies and (not pooled or TEACHER_POOLED in run_rows.columns):
+        return run_rows
+    key = (copies, options.get("augment_word_dropout"), pooled)
+    if key not in cache:
+        version = Version(None, None)
+        teacher_onnx = BinaryDictDataset(
+            str(ROOT / "data/06_models/teacher_onnx"), version=version
+        ).load()
+        report = json.loads(
+            (ROOT / "data/08_reporting/teacher_export_report.json").read_text()
+        )
+        train = pd.read_parquet(ROOT / "data/05_model_input/train")
+        start = time.perf_counter()
+        cache[key] = cache_teacher_logits(teacher, teacher_onnx, report, train, options)
+        sys.stdout.write(
+            f"cached teacher outputs for {len(cache[key])} rows {key} in "
+            f"{time.perf_counter() - start:.0f} s\n"
+        )
+    return cache[key]
 
 
 def _arguments() -> argparse.Namespace:
@@ -127,8 +155,6 @@ def main() -> int:
     """Distil, export and score every chosen variant; print the table, write JSON."""
     args = _arguments()
     logging.basicConfig(level=logging.WARNING)
-    from kedro.io.core import Version  # noqa: PLC0415
-
     teacher_ds = ClassifierDataset(
         str(ROOT / "data/06_models/teacher"), version=Version(None, None)
     )
@@ -142,9 +168,7 @@ def main() -> int:
     base = _parameters()["compress_options"]
     if args.seed is not None:
         base = base | {"seed": args.seed}
-    if any(VARIANTS[v][1].get("kd_hidden_weight") for v in args.variants):
-        distill_train = _with_teacher_pooled(teacher, distill_train)
-
+    cache: dict = {}
     rows: list[dict[str, Any]] = []
     predictors: dict[str, OnnxPredictor] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,9 +184,10 @@ def main() -> int:
                     "workdir": str(Path(tmp) / "work"),
                 }
             )
+            rows_for_variant = _cached_rows(teacher, distill_train, options, cache)
             start = time.perf_counter()
             students, _, trained = distill_students(
-                teacher, distill_train, val, options
+                teacher, rows_for_variant, val, options
             )
             files, report = export_students(students, val, options)
             wall = time.perf_counter() - start
@@ -179,6 +204,7 @@ def main() -> int:
                     "recipe": recipe,
                     "distill": distill_change,
                     "options": option_change,
+                    "distill_rows": len(rows_for_variant),
                     "parameters": info["parameters"],
                     "best_epoch": info["best_epoch"],
                     "val_macro_f1_torch": info["best_val_macro_f1"],
@@ -224,7 +250,7 @@ def main() -> int:
             "settings": vars(args),
             "teacher_version": teacher_ds.resolve_load_version(),
             "teacher_val_macro_f1": teacher_val_f1,
-            "distill_rows": len(distill_train),
+            "run_distill_rows": len(distill_train),
             "val_rows": len(val),
             "rows": rows,
         },

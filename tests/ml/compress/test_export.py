@@ -26,6 +26,7 @@ from distillery.ml.compress.export import (
     ort_session,
     quantize_onnx,
     read_metadata,
+    with_pooled_output,
 )
 from distillery.ml.compress.quantize import (
     load_quantized,
@@ -164,6 +165,40 @@ def test_quantize_onnx_shrinks_and_stays_close(
     assert got.shape == expected.shape
     # Weight rounding error only: small against the logits' spread.
     assert np.abs(got - expected).max() < 0.1 + 0.2 * np.abs(expected).max()
+
+
+def test_pooled_output_is_the_embedding_the_head_reads(
+    tiny_pruned: TextClassifier, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    batch = make_batch(8, 16, 7, vocab=70)
+    with torch.no_grad():
+        pooled, _ = tiny_pruned.encode(*(torch.from_numpy(batch[k]) for k in batch))
+    quantized = tmp_path / "m.int8.onnx"
+    quantize_onnx(tiny_onnx, quantized)
+    for path in (tiny_onnx, quantized):
+        graph = onnx.load(str(path))
+        both = tmp_path / f"pooled.{path.name}"
+        onnx.save(with_pooled_output(graph), both)
+        (logits,) = ort_session(path, 1).run(["logits"], batch)
+        got_logits, got_pooled = ort_session(both, 1).run(["logits", "pooled"], batch)
+        np.testing.assert_array_equal(got_logits, logits)  # the same graph otherwise
+        assert got_pooled.shape == pooled.shape
+        if path == tiny_onnx:
+            np.testing.assert_allclose(got_pooled, pooled.numpy(), atol=1e-5)
+        else:  # int8 weights: rounding error only
+            error = np.abs(got_pooled - pooled.numpy()).max()
+            assert error < 0.1 + 0.2 * np.abs(pooled.numpy()).max()
+        assert len(graph.graph.output) == 1  # the input graph is left as it was
+    headless = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Identity", ["x"], ["logits"])],
+            "headless",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1])],
+        )
+    )
+    with pytest.raises(ValueError, match=r"head\.weight"):
+        with_pooled_output(headless)
 
 
 def test_quantize_onnx_falls_back_to_ort_graph_optimization(

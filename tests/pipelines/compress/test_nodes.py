@@ -19,6 +19,7 @@ from distillery.ml.models.modeling import TextClassifier, load_tokenizer
 from distillery.ml.report.evaluation import GateError, ModelEvaluation
 from distillery.pipelines.compress import create_pipeline
 from distillery.pipelines.compress.nodes import (
+    CompressOptions,
     cache_teacher_logits,
     distill_students,
     export_students,
@@ -79,21 +80,63 @@ def test_students_are_distilled_pruned_and_exported_with_parity(
     teacher_onnx, teacher_report = export_teacher(teacher, val, options)
     assert set(teacher_onnx) == {"teacher.onnx", "teacher.int8.onnx"}
     assert teacher_report["teacher"]["parity_max_abs_diff"] <= 1e-4
-    by_source = {
-        source: cache_teacher_logits(
-            teacher,
-            teacher_onnx,
-            teacher_report,
-            train,
-            options | {"logits_source": source},
+
+    def cache(change: dict) -> pd.DataFrame:
+        return cache_teacher_logits(
+            teacher, teacher_onnx, teacher_report, train, options | change
         )
-        for source in ("torch", "onnx-fp32", "auto")
-    }
+
+    by_source = {s: cache({"logits_source": s}) for s in ("torch", "onnx-fp32", "auto")}
     torch_logits = np.stack(by_source["torch"]["teacher_logits"])
     fp32_logits = np.stack(by_source["onnx-fp32"]["teacher_logits"])
     np.testing.assert_allclose(fp32_logits, torch_logits, atol=1e-4)
+    # With the representation term, the same pass also caches the pooled embedding:
+    # the ONNX teacher's matches PyTorch's, and the logits stay the same.
+    hidden = {"distill": options["distill"] | {"kd_hidden_weight": 1.0}}
+    pooled = {
+        s: cache(hidden | {"logits_source": s})
+        for s in ("torch", "onnx-fp32", "onnx-int8")
+    }
+    np.testing.assert_allclose(
+        np.stack(pooled["onnx-fp32"]["teacher_pooled"]),
+        np.stack(pooled["torch"]["teacher_pooled"]),
+        atol=1e-4,
+    )
+    np.testing.assert_array_equal(
+        np.stack(pooled["onnx-fp32"]["teacher_logits"]), fp32_logits
+    )
+    assert np.stack(pooled["onnx-int8"]["teacher_pooled"]).shape == (
+        len(train),
+        teacher.model.config.hidden_size,
+    )
+    # Dropped-word copies: labelled by the teacher on their own tokens, marked, and
+    # left out of the vocabulary count.
+    augmented = cache(
+        {"augment_copies": 1, "augment_word_dropout": 0.5, "logits_source": "onnx-fp32"}
+    )
+    n = len(train)
+    assert augmented["augmented"].tolist() == [False] * n + [True] * n
+    copies = augmented.iloc[n:].reset_index(drop=True)
+    assert copies[["label", "source_row"]].equals(train[["label", "source_row"]])
+    assert (copies["text"] != train["text"]).any()
+    assert all(
+        len(c.split()) < len(t.split()) or c == t
+        for c, t in zip(copies["text"], train["text"], strict=True)
+    )
+    np.testing.assert_allclose(
+        np.stack(copies["teacher_logits"]),
+        compute_logits(teacher.model, copies),
+        atol=1e-4,
+    )
+    np.testing.assert_array_equal(
+        np.stack(augmented["teacher_logits"].iloc[:n]), fp32_logits
+    )
     distill_train = by_source["auto"]
     students, curves, summary = distill_students(teacher, distill_train, val, options)
+    _, _, augmented_summary = distill_students(
+        teacher, augmented, val, options | {"workdir": str(tmp_path / "work-augmented")}
+    )
+    assert augmented_summary["vocabulary_kept"] == summary["vocabulary_kept"]
     files, report = export_students(students, val, options)
 
     assert len(distill_train["teacher_logits"].iloc[0]) == 2
@@ -105,6 +148,20 @@ def test_students_are_distilled_pruned_and_exported_with_parity(
     assert set(files) == {"L1-H16.onnx", "L1-H16.int8.onnx"}
     assert report["L1-H16"]["parity_max_abs_diff"] <= 1e-4
     assert 0.0 <= report["L1-H16"]["int8_agreement"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"augment_copies": -1},
+        {"augment_word_dropout": 0.0},
+        {"augment_word_dropout": 1.0},
+    ],
+)
+def test_augmentation_options_are_checked(tmp_path: Path, change: dict) -> None:
+    assert CompressOptions.from_params(_options(tmp_path)).augment_copies == 0
+    with pytest.raises(ValueError, match="augment_copies must be >= 0"):
+        CompressOptions.from_params(_options(tmp_path) | change)
 
 
 def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(

@@ -13,7 +13,7 @@ crosses tokenizers and architectures: any teacher gets a small BERT student.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,18 +70,36 @@ def compute_logits(
 
 @torch.no_grad()
 def compute_logits_and_pooled(
-    model: TextClassifier, frame: pd.DataFrame, batch_size: int = 128
+    model: TextClassifier | Any, frame: pd.DataFrame, batch_size: int = 128
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits ``(N, C)`` and pooled embeddings ``(N, H)`` of a PyTorch classifier for
-    every row of a tokenised frame, in the frame's order (one forward pass each)."""
-    model = model.eval()
+    """Logits ``(N, C)`` and pooled embeddings ``(N, H)`` for every row of a tokenised
+    frame, in the frame's order, one forward pass per batch.
+
+    Args:
+        model: A ``TextClassifier``, or an
+            :class:`~distillery.ml.serve.inference.OnnxPredictor` of a graph with a
+            ``pooled`` output (:func:`~distillery.ml.compress.export.with_pooled_output`).
+        frame: Rows with ``input_ids`` and ``attention_mask``.
+        batch_size: Rows per forward pass.
+    """
     classes = len(model.labels)
+    if isinstance(model, torch.nn.Module):
+        model = model.eval()
+        width = classes + model.config.hidden_size
 
-    def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
-        pooled, _ = model.encode(batch["input_ids"], batch["attention_mask"])
-        return torch.cat([model.head(pooled), pooled], dim=1).float().numpy()
+        def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            pooled, _ = model.encode(batch["input_ids"], batch["attention_mask"])
+            return torch.cat([model.head(pooled), pooled], dim=1).float().numpy()
 
-    width = classes + model.config.hidden_size
+    else:
+        metadata = model.session.get_modelmeta().custom_metadata_map
+        width = classes + int(metadata["hidden_size"])  # export_onnx stores it
+
+        def forward(batch: dict[str, torch.Tensor]) -> np.ndarray:
+            return model.logits_and_pooled(
+                {k: batch[k].numpy() for k in ("input_ids", "attention_mask")}
+            )
+
     both = _by_length(forward, frame, batch_size, width)
     return both[:, :classes], both[:, classes:]
 
@@ -101,6 +119,30 @@ def _by_length(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         out[rows] = forward(collate([dataset[int(i)] for i in rows]))
+    return out
+
+
+def drop_words(texts: Sequence[str], rate: float, seed: int) -> list[str]:
+    """Each text with every whitespace-separated word dropped with probability
+    ``rate``; at least one word stays, and a one-word text is returned as it is.
+
+    A cheap augmentation for distillation: the teacher labels the shortened texts, so
+    the student sees more of the teacher's function than the training texts alone
+    show (TinyBERT and DistilBERT-style transfer sets, without a generator model).
+    """
+    if not 0 <= rate < 1:
+        raise ValueError(f"word dropout must be in [0, 1), got {rate}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for text in texts:
+        words = text.split()
+        keep = rng.random(len(words)) >= rate
+        if len(words) < 2:  # noqa: PLR2004 - nothing to drop from one word
+            out.append(text)
+            continue
+        if not keep.any():
+            keep[rng.integers(len(words))] = True
+        out.append(" ".join(w for w, k in zip(words, keep, strict=True) if k))
     return out
 
 

@@ -587,3 +587,46 @@ def _unpack_block_quantized_gather(model: onnx.ModelProto) -> None:
     model.graph.initializer.extend(
         numpy_helper.from_array(array, name(key)) for key, array in tensors.items()
     )
+
+
+POOLED_OUTPUT = "pooled"  # the extra output of with_pooled_output
+_HEAD_WEIGHT = "head.weight"  # TextClassifier.head's weight, as export_onnx names it
+_QUANTIZERS = ("DynamicQuantizeLinear", "QuantizeLinear")
+
+
+def with_pooled_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a classifier graph that also returns the pooled embedding its head
+    reads, as ``pooled`` (float32, ``(B, H)``), beside ``logits``.
+
+    Works on every form this module writes (fp32, optimised, quantised): the pooled
+    embedding is the float tensor entering the node that reads the head's weight
+    (through the activation's quantiser in a quantised graph). One session run then
+    gives what representation distillation caches with the logits.
+
+    Raises:
+        ValueError: If no node reads the head's weight.
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    for node in model.graph.node:
+        if any(name.startswith(_HEAD_WEIGHT) for name in node.input[1:]):
+            pooled = node.input[0]
+            source = producers.get(pooled)
+            if source is not None and source.op_type in _QUANTIZERS:
+                pooled = source.input[0]
+            break
+    else:
+        raise ValueError(
+            f"no node of the graph reads the classifier head ({_HEAD_WEIGHT})"
+        )
+    model = copy.deepcopy(model)
+    model.graph.node.append(
+        onnx.helper.make_node(
+            "Identity", [pooled], [POOLED_OUTPUT], name="pooled_output"
+        )
+    )
+    model.graph.output.append(
+        onnx.helper.make_tensor_value_info(
+            POOLED_OUTPUT, onnx.TensorProto.FLOAT, ["batch", None]
+        )
+    )
+    return model

@@ -272,6 +272,12 @@ class OnnxPredictor(_BatchedPredictor):
         (logits,) = self.session.run(["logits"], batch)  # (B, C)
         return logits
 
+    def logits_and_pooled(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """``(B, C + H)``: logits, then the pooled embedding the head reads; needs a
+        graph with a ``pooled`` output
+        (:func:`distillery.ml.compress.export.with_pooled_output`)."""
+        return np.concatenate(self.session.run(["logits", "pooled"], batch), axis=1)
+
 
 def _json_labels(text: str) -> list[str]:
     """Parse the JSON list of label names stored in ONNX metadata."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pandas as pd
 import torch
 
@@ -23,6 +24,7 @@ from distillery.ml.compress.distill import (
     StudentRecipe,
     compute_logits,
     compute_logits_and_pooled,
+    drop_words,
     load_student_backbone,
     make_student,
     resolve_student_backbone,
@@ -34,9 +36,10 @@ from distillery.ml.compress.export import (
     export_onnx,
     optimize_onnx,
     quantize_onnx,
+    with_pooled_output,
 )
 from distillery.ml.data.batches import PadCollator, TokenDataset
-from distillery.ml.data.text import load_encoder, retokenize_frame
+from distillery.ml.data.text import load_encoder, retokenize_frame, truncating_encoder
 from distillery.ml.metrics import classification_metrics
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.models.modeling import TextClassifier, load_tokenizer
@@ -54,6 +57,7 @@ from distillery.ml.train.options import check_keys
 logger = logging.getLogger(__name__)
 
 TEACHER_LOGITS = "teacher_logits"
+AUGMENTED = "augmented"  # with augment_copies > 0: the row is a dropped-word copy
 TEACHER_POOLED = "teacher_pooled"  # with distill.kd_hidden_weight > 0
 TEACHER = "teacher"  # the fine-tuned teacher in PyTorch (eager), as trained
 LOGITS_SOURCES = ("auto", "torch", "onnx-fp32", "onnx-int8")
@@ -77,6 +81,8 @@ class CompressOptions:
     parity_tolerance: float = 1e-4
     seed: int = 42
     student_backbone: str = "auto"
+    augment_copies: int = 0
+    augment_word_dropout: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.students:
@@ -92,6 +98,11 @@ class CompressOptions:
             raise ValueError(
                 f"compress_options.logits_source must be one of {LOGITS_SOURCES}, "
                 f"got {self.logits_source!r}"
+            )
+        if self.augment_copies < 0 or not 0 < self.augment_word_dropout < 1:
+            raise ValueError(
+                "compress_options.augment_copies must be >= 0 and "
+                "augment_word_dropout in (0, 1)"
             )
         if not 0 < self.min_int8_agreement <= 1 or self.teacher_check_rows < 1:
             raise ValueError(
@@ -162,7 +173,8 @@ def cache_teacher_logits(
     Returns:
         The training rows (a seeded sample of ``distill_samples`` if set) with a
         ``teacher_logits`` column (and ``teacher_pooled``, the teacher's pooled
-        embeddings from PyTorch, when ``distill.kd_hidden_weight`` is set),
+        embeddings from the same forward pass, when ``distill.kd_hidden_weight``
+        is set),
         tokenised for the students.
     """
     from distillery.ml.serve.inference import OnnxPredictor  # noqa: PLC0415
@@ -172,25 +184,26 @@ def cache_teacher_logits(
     if options.distill_samples is not None and options.distill_samples < len(frame):
         frame = frame.sample(n=options.distill_samples, random_state=options.seed)
         frame = frame.sort_values("source_row").reset_index(drop=True)
+    frame = _with_augmented_copies(frame, teacher_model.tokenizer, options)
     source = _logits_source(options, teacher_export_report)
-    columns = {}
-    if float(options.distill.get("kd_hidden_weight") or 0) > 0:
-        # The pooled embeddings come from PyTorch, and the logits with them.
-        source = "torch"
-        logits, pooled = compute_logits_and_pooled(
-            teacher_model.model, frame, options.logits_batch_size
+    pooled = float(options.distill.get("kd_hidden_weight") or 0) > 0
+    if source == "torch":
+        logits, embeddings = _teacher_outputs(
+            teacher_model.model, frame, options, pooled
         )
-        columns[TEACHER_POOLED] = list(pooled)
-    elif source == "torch":
-        logits = compute_logits(teacher_model.model, frame, options.logits_batch_size)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / _onnx_file(TEACHER, source)
-            path.write_bytes(teacher_onnx[path.name])
+            data = teacher_onnx[path.name]
+            if pooled:  # one session run gives the logits and the pooled embedding
+                data = with_pooled_output(onnx.load_from_string(data))
+                data = data.SerializeToString()
+            path.write_bytes(data)
             predictor = OnnxPredictor(
                 path, teacher_model.tokenizer, num_threads=torch.get_num_threads()
             )
-            logits = compute_logits(predictor, frame, options.logits_batch_size)
+            logits, embeddings = _teacher_outputs(predictor, frame, options, pooled)
+    columns = {TEACHER_POOLED: list(embeddings)} if pooled else {}
     accuracy = float((logits.argmax(1) == frame["label"].to_numpy()).mean())
     logger.info(
         "Cached teacher logits (%s) for %d rows (teacher train accuracy %.3f)",
@@ -202,6 +215,46 @@ def cache_teacher_logits(
     return _for_students(
         frame.assign(**{TEACHER_LOGITS: list(logits)}, **columns), backbone, options
     )
+
+
+def _with_augmented_copies(
+    frame: pd.DataFrame, tokenizer: Any, options: CompressOptions
+) -> pd.DataFrame:
+    """``frame`` and ``augment_copies`` copies of its rows with words dropped
+    (:func:`drop_words`), tokenised by the teacher's ``tokenizer``; the teacher labels
+    them like the rest. Copies keep their row's label and ``source_row``."""
+    if not options.augment_copies:
+        return frame
+    encoder = truncating_encoder(tokenizer, int(options.distill["max_length"]))
+    texts = frame["text"].astype(str).tolist()
+    copies = [
+        retokenize_frame(
+            frame.assign(
+                text=drop_words(
+                    texts, options.augment_word_dropout, options.seed + index
+                ),
+                **{AUGMENTED: True},
+            ),
+            encoder,
+        )
+        for index in range(1, options.augment_copies + 1)
+    ]
+    logger.info(
+        "Distillation set: %d rows + %d with words dropped (rate %.2f)",
+        len(frame),
+        len(frame) * options.augment_copies,
+        options.augment_word_dropout,
+    )
+    return pd.concat([frame.assign(**{AUGMENTED: False}), *copies], ignore_index=True)
+
+
+def _teacher_outputs(
+    model: Any, frame: pd.DataFrame, options: CompressOptions, pooled: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The teacher's logits and, if asked, its pooled embeddings for every row."""
+    if pooled:
+        return compute_logits_and_pooled(model, frame, options.logits_batch_size)
+    return compute_logits(model, frame, options.logits_batch_size), None
 
 
 def tokenize_student_val(
@@ -245,8 +298,12 @@ def distill_students(
             backbone,
             teacher_model.model.config.model_type,
         )
+    # Counted on the training texts: dropped-word copies would count each id again.
+    original = distill_train
+    if AUGMENTED in distill_train.columns:
+        original = distill_train[~distill_train[AUGMENTED]]
     keep_ids = vocabulary_to_keep(
-        distill_train["input_ids"], tokenizer, options.vocab_min_count
+        original["input_ids"], tokenizer, options.vocab_min_count
     )
     unk_id = tokenizer.unk_token_id
     sample = distill_train.head(256)
