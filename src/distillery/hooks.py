@@ -83,6 +83,14 @@ class DaskHook:
     process per core, bound to 127.0.0.1), ``synchronous`` (single thread, for tests and
     debugging) or ``threads``; ``address`` (set it in ``conf/local``) connects to an
     existing cluster instead. Nothing starts for runs without Dask nodes.
+
+    The process environment is restored when the cluster stops: Dask's nannies set
+    ``distributed.nanny.pre-spawn-environ`` (``MALLOC_TRIM_THRESHOLD_=65536``,
+    ``OMP_NUM_THREADS=1``...) in *this* process's environment before spawning their
+    workers and leave it there, so every process started later inherited it. The
+    training ranks did: glibc trimming the heap at 64 KiB kept them in the kernel
+    about 45% of the time, and the teacher trained at ~95 samples/s after
+    preprocessing against ~140 in a run of the train pipeline alone.
     """
 
     def __init__(self) -> None:
@@ -91,6 +99,7 @@ class DaskHook:
         self._client: Any = None
         self._cluster: Any = None
         self._config: Any = None
+        self._environ: dict[str, str] | None = None
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
@@ -123,6 +132,8 @@ class DaskHook:
 
     def _start(self) -> None:
         import dask  # noqa: PLC0415
+
+        self._environ = dict(os.environ)
 
         address = self._options.get("address")
         scheduler = self._options.get("scheduler", "distributed")
@@ -166,6 +177,9 @@ class DaskHook:
         if self._config is not None:
             self._config.__exit__(None, None, None)
         self._client = self._cluster = self._config = None
+        if self._environ is not None:
+            _restore_environ(self._environ)
+            self._environ = None
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -176,6 +190,17 @@ class DaskHook:
     def on_pipeline_error(self) -> None:
         """Shut the scheduler down after a failure too."""
         self._stop()
+
+
+def _restore_environ(saved: dict[str, str]) -> None:
+    """Make ``os.environ`` what it was when ``saved`` was taken."""
+    changed = {k for k, v in os.environ.items() if saved.get(k) != v}
+    for key in changed - saved.keys():
+        del os.environ[key]
+    os.environ.update({k: saved[k] for k in changed & saved.keys()})
+    os.environ.update({k: v for k, v in saved.items() if k not in os.environ})
+    if changed:
+        logger.info("Dask: restored %s in this process's environment", sorted(changed))
 
 
 class StageTimerHook:
