@@ -128,7 +128,7 @@ def drop_words(texts: Sequence[str], rate: float, seed: int) -> list[str]:
 
     A cheap augmentation for distillation: the teacher labels the shortened texts, so
     the student sees more of the teacher's function than the training texts alone
-    show (TinyBERT and DistilBERT-style transfer sets, without a generator model).
+    show (a TinyBERT-style transfer set, without a generator model).
     """
     if not 0 <= rate < 1:
         raise ValueError(f"word dropout must be in [0, 1), got {rate}")
