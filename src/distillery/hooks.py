@@ -194,13 +194,13 @@ class DaskHook:
 
 def _restore_environ(saved: dict[str, str]) -> None:
     """Make ``os.environ`` what it was when ``saved`` was taken."""
-    changed = {k for k, v in os.environ.items() if saved.get(k) != v}
-    for key in changed - saved.keys():
-        del os.environ[key]
-    os.environ.update({k: saved[k] for k in changed & saved.keys()})
-    os.environ.update({k: v for k, v in saved.items() if k not in os.environ})
+    changed = sorted(
+        k for k in os.environ.keys() | saved.keys() if os.environ.get(k) != saved.get(k)
+    )
     if changed:
-        logger.info("Dask: restored %s in this process's environment", sorted(changed))
+        os.environ.clear()
+        os.environ.update(saved)
+        logger.info("Dask: restored %s in this process's environment", changed)
 
 
 class StageTimerHook:
