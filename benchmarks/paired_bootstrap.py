@@ -12,8 +12,9 @@ Usage::
     .venv/bin/python benchmarks/paired_bootstrap.py A.onnx B.onnx [--split test] [--resamples 1000]
 
 ``A`` and ``B`` are ONNX files written by this project (a registered student's
-``model.onnx``, e.g. from the MLflow artifact store of an earlier run); the teacher is
-the run's ONNX fp32 teacher. Prints a table and writes
+``model.onnx``, e.g. from the MLflow artifact store of an earlier run), each read with
+the tokenizer of its bundle (the teacher's when it has none); the teacher is the run's
+ONNX fp32 teacher. Prints a table and writes
 ``benchmarks/results/paired_bootstrap_<split>.json``.
 """
 
@@ -24,6 +25,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +33,7 @@ from _results import write_results
 from kedro.io.core import Version
 from sklearn.metrics import f1_score
 
-from distillery.datasets import BinaryDictDataset
+from distillery.datasets import BinaryDictDataset, ClassifierDataset
 from distillery.ml.data.text import normalize_text
 from distillery.ml.models.modeling import load_tokenizer
 from distillery.ml.serve.inference import OnnxPredictor
@@ -48,6 +50,14 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     return parser.parse_args()
+
+
+def _tokenizer(onnx_path: Path, teacher_tokenizer: Any) -> Any:
+    """The tokenizer of a serving bundle (beside its ``model.onnx``): a student with its
+    own backbone has its own; else the run's teacher's."""
+    if (onnx_path.parent / "tokenizer.json").exists():
+        return load_tokenizer(str(onnx_path.parent))
+    return teacher_tokenizer
 
 
 def _interval(values: np.ndarray) -> dict[str, float]:
@@ -69,11 +79,17 @@ def main() -> int:
         teacher = Path(tmp) / "teacher.onnx"
         teacher.write_bytes(teacher_onnx.load()["teacher.onnx"])
         files = {"teacher": teacher, "a": args.a, "b": args.b}
-        tokenizer = load_tokenizer("builtin")
+        teacher_tokenizer = (
+            ClassifierDataset(
+                str(ROOT / "data/06_models/teacher"), version=Version(None, None)
+            )
+            .load()
+            .tokenizer
+        )
         predictions = {
             name: OnnxPredictor(
                 path,
-                tokenizer,
+                _tokenizer(path, teacher_tokenizer),
                 labels["labels"],
                 num_threads=2,
                 normalize=normalize_text,
