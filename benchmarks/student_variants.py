@@ -53,6 +53,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "default": ({}, {}, {}),
     "epochs-3": ({}, {"epochs": 3, "patience": 2}, {}),
     "kd-only": ({}, {"kd_alpha": 1.0}, {}),
+    "kd-0p9": ({}, {"kd_alpha": 0.9}, {}),
+    "kd-only-epochs-3": ({}, {"kd_alpha": 1.0, "epochs": 3, "patience": 2}, {}),
     "kd-T1": ({}, {"kd_temperature": 1.0}, {}),
     "lr-1e-3": ({}, {"learning_rate": 1.0e-3}, {}),
     "lr-2e-3": ({}, {"learning_rate": 2.0e-3}, {}),
