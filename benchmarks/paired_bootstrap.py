@@ -37,6 +37,7 @@ from distillery.datasets import BinaryDictDataset, ClassifierDataset
 from distillery.ml.data.text import normalize_text
 from distillery.ml.models.modeling import load_tokenizer
 from distillery.ml.serve.inference import OnnxPredictor
+from distillery.ml.serve.serving import TOKENIZER_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def _arguments() -> argparse.Namespace:
 def _tokenizer(onnx_path: Path, teacher_tokenizer: Any) -> Any:
     """The tokenizer of a serving bundle (beside its ``model.onnx``): a student with its
     own backbone has its own; else the run's teacher's."""
-    if (onnx_path.parent / "tokenizer.json").exists():
+    if (onnx_path.parent / TOKENIZER_FILE).exists():
         return load_tokenizer(str(onnx_path.parent))
     return teacher_tokenizer
 
