@@ -44,11 +44,8 @@ from distillery.pipelines.compress.nodes import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = {"name": "L2-H256", "num_layers": 2, "hidden_size": 256,
-           "intermediate_size": 512, "embedding_bits": 4,
-           "embedding_block_size": 128}  # fmt: skip
 # name -> (recipe changes, distillation changes, other compress_options changes)
-# against the default student.
+# against the default student: the first of conf/base's `compress_options.students`.
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "default": ({}, {}, {}),
     "epochs-3": ({}, {"epochs": 3, "patience": 2}, {}),
@@ -176,7 +173,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for variant in args.variants:
             recipe_change, distill_change, option_change = VARIANTS[variant]
-            recipe = DEFAULT | recipe_change | {"name": variant}
+            recipe = base["students"][0] | recipe_change | {"name": variant}
             options = (
                 base
                 | option_change

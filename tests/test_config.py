@@ -35,3 +35,24 @@ def test_one_switch_changes_the_teacher_of_every_stage(
     # `kedro run --params teacher_model=DIR_OR_ID`: preprocess tokenises, train
     # fine-tunes and compress distils with the same teacher.
     assert _teachers(runtime_params) == {expected}
+
+
+def _students(env: str) -> dict:
+    from distillery.ml.compress.distill import StudentRecipe  # noqa: PLC0415
+
+    args = CONFIG_LOADER_ARGS | {"default_run_env": env}
+    params = OmegaConfigLoader(str(CONF), **args)["parameters"]
+    return {
+        entry["name"]: StudentRecipe.from_dict(entry)
+        for entry in params["compress_options"]["students"]
+    }
+
+
+def test_full_environment_offers_the_default_student_unchanged() -> None:
+    # conf/full lists its students again (a list replaces the base's); the default
+    # student among them must be the same recipe, or `--env full` compares a
+    # different student than the one `kedro run` ships.
+    base, full = _students("test"), _students("full")
+    assert set(base) < set(full)
+    for name, recipe in base.items():
+        assert full[name] == recipe

@@ -197,7 +197,9 @@ def test_student_recipe_keeps_its_embedding_block_size() -> None:
     from distillery.ml.compress.distill import StudentRecipe  # noqa: PLC0415
 
     recipe = StudentRecipe.from_dict(
-        {"name": "L2-H256", "num_layers": 2, "embedding_block_size": 128}
+        {"name": "L2-H256", "num_layers": 2, "embedding_block_size": 32}
     )
-    assert recipe.embedding_block_size == 128
-    assert StudentRecipe(name="s", num_layers=1).embedding_block_size == 32
+    assert recipe.embedding_block_size == 32
+    # A recipe that leaves it out gets the chosen setting, not a smaller one: the
+    # drift that once gave conf/full's students four times the scales.
+    assert StudentRecipe(name="s", num_layers=1).embedding_block_size == 128

@@ -71,7 +71,9 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "logits"
-DEFAULT_EMBEDDING_BLOCK_SIZE = 32  # values per scale of 4-bit word embeddings
+# Values per fp32 scale of 4-bit word embeddings: 128 stores a quarter of the scales
+# of 32 for the same validation F1 (docs/benchmarks.md, "Smaller files").
+DEFAULT_EMBEDDING_BLOCK_SIZE = 128
 DEFAULT_OPSET = 20  # the torch.export exporter's default; Gelu is a native op here
 # ONNX Runtime graph optimizers kept off, offline and in every session (module doc).
 UNFUSED_ORT_OPTIMIZERS = ("SkipLayerNormFusion",)
