@@ -10,11 +10,16 @@ from distillery.settings import CONFIG_LOADER_ARGS
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def _teachers(runtime_params: dict | None) -> set[str]:
-    args = CONFIG_LOADER_ARGS | {"default_run_env": "test"}
-    params = OmegaConfigLoader(str(CONF), runtime_params=runtime_params, **args)[
+def _parameters(env: str = "test", runtime_params: dict | None = None) -> dict:
+    """The parameters as `kedro run --env ENV [--params ...]` loads them."""
+    args = CONFIG_LOADER_ARGS | {"default_run_env": env}
+    return OmegaConfigLoader(str(CONF), runtime_params=runtime_params, **args)[
         "parameters"
     ]
+
+
+def _teachers(runtime_params: dict | None) -> set[str]:
+    params = _parameters(runtime_params=runtime_params)
     return {
         params["preprocess"]["tokenizer"],
         params["train_options"]["model_name_or_path"],
@@ -40,11 +45,9 @@ def test_one_switch_changes_the_teacher_of_every_stage(
 def _students(env: str) -> dict:
     from distillery.ml.compress.distill import StudentRecipe  # noqa: PLC0415
 
-    args = CONFIG_LOADER_ARGS | {"default_run_env": env}
-    params = OmegaConfigLoader(str(CONF), **args)["parameters"]
     return {
         entry["name"]: StudentRecipe.from_dict(entry)
-        for entry in params["compress_options"]["students"]
+        for entry in _parameters(env)["compress_options"]["students"]
     }
 
 
