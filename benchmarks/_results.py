@@ -1,8 +1,9 @@
 """What every benchmark's JSON starts with, and where it is written.
 
-``write_results`` puts the command, the date, the machine and the versions of the
-packages that matter to that benchmark before its own results, so that any number in
-``benchmarks/results/`` can be traced to how and where it was made.
+``write_results`` puts the command, the date, the git commit, the machine and the
+versions of the packages that matter to that benchmark before its own results, so that
+any number in ``benchmarks/results/`` can be traced to how, on what code and where it
+was made.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping
@@ -26,6 +28,28 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit the benchmark runs on, and whether tracked files differ from it.
+
+    Returns:
+        ``{"commit": sha, "dirty": bool}``; the sha is None outside a git checkout.
+    """
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT, check=False
+        ).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": dirty != 0}
 
 
 # CPU features that change the numbers: int8 (VNNI) and bf16 kernels, AMX tiles.
@@ -66,6 +90,7 @@ def write_results(
     payload = {
         "command": " ".join(["python", *sys.argv]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **git_commit(),
         "machine": {
             "platform": platform.platform(),
             "processor": platform.processor(),

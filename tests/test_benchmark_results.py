@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -47,3 +48,36 @@ def test_paths_are_written_from_the_root_or_as_outside(relative) -> None:  # noq
 def test_committed_results_name_no_machine_paths(path: Path) -> None:
     text = json.dumps(json.loads(path.read_text()))
     assert not ABSOLUTE.search(text), ABSOLUTE.search(text).group(0)
+
+
+# Written by write_results; conf_full/ holds copies of one run's reports, whose
+# provenance is end_to_end-full.json beside them.
+WRITTEN = sorted((ROOT / "benchmarks/results").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", WRITTEN, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_committed_results_record_their_commit_and_machine(path: Path) -> None:
+    result = json.loads(path.read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", result.get("commit") or ""), path.name
+    assert result["machine"]["cpus"] >= 1
+
+
+def test_new_results_record_the_commit_they_ran_on(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from _results import write_results  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    written = json.loads(
+        write_results(tmp_path / "r.json", (), {"rows": []}).read_text()
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert written["commit"] == head
+    assert isinstance(written["dirty"], bool)
+    assert written["rows"] == []
