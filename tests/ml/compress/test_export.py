@@ -16,10 +16,8 @@ import pandas as pd
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from distillery.ml.compress.export import (
-    _unpack_block_quantized_gather,
     check_parity,
     export_onnx,
     optimize_onnx,
@@ -389,52 +387,6 @@ def test_larger_embedding_blocks_store_fewer_scales(
     assert scales[16][0] == scales[32][0]  # one row per kept token id
     assert scales[16][1] == 2 * scales[32][1]
     assert sizes[32] < sizes[16]
-
-
-@pytest.mark.parametrize(
-    ("width", "block"), [(64, 16), (256, 128), (192, 128), (384, 32)]
-)
-def test_unpacked_4bit_gather_equals_gather_block_quantized(
-    tmp_path: Path, width: int, block: int
-) -> None:
-    """The standard-op unpacking returns exactly what ONNX Runtime's
-    ``GatherBlockQuantized`` kernel returns for the same 4-bit table, including a
-    partial last block (192 = 128 + 64)."""
-    rng = np.random.default_rng(width + block)
-    table = rng.standard_normal((300, width)).astype(np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "ids"], ["rows"], name="gather")],
-        "g",
-        [helper.make_tensor_value_info("ids", TensorProto.INT32, [None, None])],
-        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, [None, None, width])],
-        [numpy_helper.from_array(table, "table")],
-    )
-    quantizer = MatMulNBitsQuantizer(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-        bits=4,
-        block_size=block,
-        is_symmetric=True,
-        op_types_to_quantize=("Gather",),
-        quant_axes=(("Gather", 1),),
-    )
-    quantizer.process()
-    blocked = quantizer.model.model
-    unpacked = onnx.ModelProto()
-    unpacked.CopyFrom(blocked)
-    _unpack_block_quantized_gather(unpacked)
-    onnx.checker.check_model(unpacked)
-    assert [n.op_type for n in blocked.graph.node] == ["GatherBlockQuantized"]
-    assert "GatherBlockQuantized" not in {n.op_type for n in unpacked.graph.node}
-    ids = {"ids": rng.integers(0, 300, (3, 17)).astype(np.int32)}
-    outputs = []
-    for name, model in (("blocked", blocked), ("unpacked", unpacked)):
-        onnx.save(model, tmp_path / f"{name}.onnx")
-        outputs += ort_session(tmp_path / f"{name}.onnx").run(None, ids)
-    expected, got = outputs
-    assert got.shape == (3, 17, width)
-    np.testing.assert_array_equal(got, expected)
-    # 4-bit rounding of N(0, 1) values: close, not equal, to the fp32 rows.
-    assert 0 < np.abs(got - table[ids["ids"]]).max() < 0.5
 
 
 def test_quantize_onnx_can_keep_the_contrib_4bit_gather(

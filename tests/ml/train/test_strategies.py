@@ -21,7 +21,7 @@ from distillery.ml.train.checkpoint import SHARDED_DIR
 from distillery.ml.train.config import LoraOptions, TrainConfig, TrainResult
 from distillery.ml.train.launch import launch_training
 from distillery.ml.train.lora import apply_lora, merge_lora_state
-from distillery.ml.train.strategies import enable_activation_checkpointing
+from distillery.ml.train.strategies import autocast, enable_activation_checkpointing
 
 # Sharded and single-process runs add the same gradients in another order; after
 # 16 AdamW steps at lr 3e-3 their float32 weights differ by ~1e-7 (measured).
@@ -111,6 +111,22 @@ def test_strategy_options_round_trip_and_hash_only_when_set() -> None:
     assert hashed["lora"]["r"] == 4
     # Recomputing activations does not change the weights: same checkpoints.
     assert "activation_checkpointing" not in hashed
+
+
+# ----------------------------------------------------------------- precision
+
+
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("bf16", torch.bfloat16), ("fp32", torch.float32)]
+)
+def test_autocast_runs_matmuls_in_the_resolved_precision(
+    precision: str, dtype: torch.dtype
+) -> None:
+    a, b = torch.randn(4, 8), torch.randn(8, 2)
+    with autocast(precision, torch.device("cpu")):
+        product = a @ b
+    assert product.dtype == dtype
+    assert (a @ b).dtype == torch.float32  # nothing left on afterwards
 
 
 # ------------------------------------------------- activation checkpointing

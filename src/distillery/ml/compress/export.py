@@ -43,7 +43,7 @@ onnxruntime 1.32, see ``benchmarks/calibrate_student_sizes.py``):
   ``embedding_block_size`` values has one fp32 scale. ONNX Runtime's quantizer
   writes them for its ``GatherBlockQuantized`` contrib op, whose CPU kernel cost a
   fifth of the int8 student's time; the same values are stored two per byte and
-  unpacked by standard ops instead (:func:`_unpack_block_quantized_gather`: same
+  unpacked by standard ops instead (:mod:`distillery.ml.compress.embedding_4bit`: same
   outputs, the int8 student 1.14x faster at batch 1; ``benchmarks/student_graph.py``).
   The default student uses blocks of 128: blocks of 32 stored four times the scales
   (0.35 against 0.09 MB of its 3.1 MB file) for the same validation F1
@@ -65,6 +65,11 @@ import numpy as np
 import onnx
 import torch
 
+from distillery.ml.compress.embedding_4bit import (
+    check_block_size,
+    quantize_word_embeddings_4bit,
+    unpack_block_quantized_gather,
+)
 from distillery.ml.models.modeling import TextClassifier
 
 logger = logging.getLogger(__name__)
@@ -77,7 +82,6 @@ DEFAULT_EMBEDDING_BLOCK_SIZE = 128
 DEFAULT_OPSET = 20  # the torch.export exporter's default; Gelu is a native op here
 # ONNX Runtime graph optimizers kept off, offline and in every session (module doc).
 UNFUSED_ORT_OPTIMIZERS = ("SkipLayerNormFusion",)
-_WORD_EMBEDDINGS = "encoder.embeddings.word_embeddings.weight"
 # Families whose eager attention adds a (B, 1, 1, T) float mask that transformers
 # passes through as given: their graphs get that mask ready-made (module doc).
 ADDITIVE_MASK_FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
@@ -305,9 +309,9 @@ def quantize_onnx(
         embedding_block_size: Values per fp32 scale of the 4-bit word embeddings
             (a power of two, 16 to 256): larger blocks store fewer scales.
         unpack_4bit: Unpack the 4-bit embeddings with standard ops
-            (:func:`_unpack_block_quantized_gather`); ``False`` keeps ONNX Runtime's
-            ``GatherBlockQuantized`` contrib op (for comparison, or for an execution
-            provider whose kernel for it is fast).
+            (:func:`~.embedding_4bit.unpack_block_quantized_gather`); ``False``
+            keeps ONNX Runtime's ``GatherBlockQuantized`` contrib op (for
+            comparison, or for an execution provider whose kernel for it is fast).
 
     Returns:
         Sizes in bytes: ``fp32_bytes``, ``optimized_bytes``, ``quantized_bytes``.
@@ -330,7 +334,7 @@ def quantize_onnx(
             current = _optimize_graph(fp32_path, Path(tmp) / "optimized.onnx", metadata)
         optimized_bytes = current.stat().st_size
         if embedding_bits == 4:
-            current = _quantize_word_embeddings_4bit(
+            current = quantize_word_embeddings_4bit(
                 current, Path(tmp) / "emb4.onnx", embedding_block_size
             )
         quantize_dynamic(
@@ -345,7 +349,7 @@ def quantize_onnx(
         )
     graph = onnx.load(str(int8_path))
     if embedding_bits == 4 and unpack_4bit:
-        _unpack_block_quantized_gather(graph)
+        unpack_block_quantized_gather(graph)
     _set_metadata(graph, metadata)
     onnx.save(graph, str(int8_path))
     sizes = {
@@ -431,164 +435,6 @@ def _offline_optimize(src: Path, dst: Path) -> Path:
     options.optimized_model_filepath = str(dst)
     ort_session(src, options=options)
     return dst
-
-
-def check_block_size(block_size: int) -> None:
-    """Raise ``ValueError`` unless ``block_size`` is what ONNX Runtime's 4-bit
-    ``Gather`` quantizer takes: a power of two from 16 to 256."""
-    if block_size not in (16, 32, 64, 128, 256):
-        raise ValueError(
-            f"embedding_block_size must be a power of two from 16 to 256, got {block_size}"
-        )
-
-
-def _quantize_word_embeddings_4bit(src: Path, dst: Path, block_size: int) -> Path:
-    """Replace the word-embedding ``Gather`` by a 4-bit ``GatherBlockQuantized``
-    with one fp32 scale per ``block_size`` values (unpacked by standard ops once
-    the rest is quantized: :func:`_unpack_block_quantized_gather`)."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import (  # noqa: PLC0415
-        MatMulNBitsQuantizer,
-    )
-
-    graph = onnx.load(str(src))
-    for i, node in enumerate(graph.graph.node):
-        node.name = node.name or f"{node.op_type}_{i}"  # exclusion goes by name
-    gathers = [n for n in graph.graph.node if n.op_type == "Gather"]
-    word = [n for n in gathers if n.input[0] == _WORD_EMBEDDINGS]
-    if len(word) != 1:
-        raise ValueError(
-            f"expected one Gather on {_WORD_EMBEDDINGS}, found {len(word)}"
-        )
-    quantizer = MatMulNBitsQuantizer(
-        graph,
-        bits=4,
-        block_size=block_size,
-        is_symmetric=True,
-        op_types_to_quantize=("Gather",),
-        # Exclusion is the only filter: nodes_to_include adds to the op types.
-        nodes_to_exclude=[n.name for n in gathers if n is not word[0]],
-        quant_axes=(("Gather", 1),),
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # All-zero rows (the [PAD] embedding) get scale 0; ORT maps them to 0 itself.
-        quantizer.process()
-    quantizer.model.save_model_to_file(str(dst))
-    return dst
-
-
-_UNPACKED = "word_embeddings_4bit"  # prefix of the nodes and initializers it writes
-
-
-def _unpack_block_quantized_gather(model: onnx.ModelProto) -> None:
-    """Replace the ``GatherBlockQuantized`` node by standard ops that do the same.
-
-    ONNX Runtime 1.32's CPU kernel for ``GatherBlockQuantized`` took ~1.8 us per
-    gathered row of 256 values (56 us for a 30-token tweet, a fifth of the int8
-    student's session), whatever the block size, against ~4 us for the whole int8
-    ``Gather`` + ``DequantizeLinear``. The same 4-bit values and scales are stored
-    as two nibbles per byte (column ``j`` low, column ``j + width/2`` high, offset
-    by 8) and dequantised after the ``Gather``: ``BitwiseAnd``/``BitShift``,
-    ``Concat``, ``Cast``, ``Sub`` 8, ``Mul`` by the row's block scales. The outputs
-    are the same floats; the file grows by a few hundred bytes of graph.
-
-    Args:
-        model: A graph with at most one ``GatherBlockQuantized`` (symmetric int4,
-            ``gather_axis`` 0, ``quantize_axis`` 1, as
-            :func:`_quantize_word_embeddings_4bit` writes it); changed in place.
-
-    Raises:
-        ValueError: If the node is not of that form.
-    """
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
-
-    nodes = list(model.graph.node)
-    found = [i for i, n in enumerate(nodes) if n.op_type == "GatherBlockQuantized"]
-    if not found:
-        return
-    (position,) = found
-    node = nodes[position]
-    attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if (
-        len(node.input) != 3
-        or attributes.get("gather_axis", 0) != 0
-        or (attributes.get("quantize_axis", 1) != 1)
-    ):
-        raise ValueError(f"unexpected GatherBlockQuantized form: {node}")
-    data_name, ids, scales_name = node.input
-    initializers = {i.name: i for i in model.graph.initializer}
-    values = numpy_helper.to_array(initializers[data_name]).astype(np.int16)  # [-8, 7]
-    scales = numpy_helper.to_array(initializers[scales_name]).astype(np.float32)
-    block = int(attributes["block_size"])
-    rows, width = values.shape
-    blocks = scales.shape[1]
-    padded = blocks * block  # whole blocks (block sizes are even: check_block_size)
-    nibbles = np.full((rows, padded), 8, dtype=np.uint8)  # 8 = zero after the offset
-    nibbles[:, :width] = values + 8
-    half = padded // 2
-    packed = nibbles[:, :half] | (nibbles[:, half:] << 4)
-
-    def name(part: str) -> str:
-        return f"{_UNPACKED}/{part}"
-
-    tensors = {
-        "packed": packed,
-        "low_mask": np.array(15, np.uint8),
-        "shift": np.array(4, np.uint8),
-        "offset": np.array(8, np.float32),
-        "scales": scales[:, :, None],  # (rows, blocks, 1): broadcast over a block
-        "blocked_shape": np.array([0, 0, blocks, block], np.int64),
-        "flat_shape": np.array([0, 0, blocks * block], np.int64),
-    }
-    flat = name("dequantized") if blocks * block != width else node.output[0]
-    replacement = [
-        helper.make_node("Gather", [name("packed"), ids], [name("bytes")], axis=0),
-        helper.make_node(
-            "BitwiseAnd", [name("bytes"), name("low_mask")], [name("low")]
-        ),
-        helper.make_node(
-            "BitShift",
-            [name("bytes"), name("shift")],
-            [name("high")],
-            direction="RIGHT",
-        ),
-        helper.make_node("Concat", [name("low"), name("high")], [name("u4")], axis=-1),
-        helper.make_node("Cast", [name("u4")], [name("float")], to=TensorProto.FLOAT),
-        helper.make_node("Sub", [name("float"), name("offset")], [name("centred")]),
-        helper.make_node(
-            "Reshape", [name("centred"), name("blocked_shape")], [name("blocked")]
-        ),
-        helper.make_node("Gather", [name("scales"), ids], [name("row_scales")], axis=0),
-        helper.make_node(
-            "Mul", [name("blocked"), name("row_scales")], [name("scaled")]
-        ),
-        helper.make_node("Reshape", [name("scaled"), name("flat_shape")], [flat]),
-    ]
-    if flat != node.output[0]:  # padding columns of a partial last block
-        tensors.update(
-            starts=np.array([0], np.int64),
-            ends=np.array([width], np.int64),
-            axes=np.array([-1], np.int64),
-        )
-        replacement.append(
-            helper.make_node(
-                "Slice",
-                [flat, name("starts"), name("ends"), name("axes")],
-                [node.output[0]],
-            )
-        )
-    for i, new in enumerate(replacement):
-        new.name = name(f"{i}_{new.op_type}")
-    del model.graph.node[position]
-    for i, new in enumerate(replacement):
-        model.graph.node.insert(position + i, new)
-    kept = [
-        i for i in model.graph.initializer if i.name not in (data_name, scales_name)
-    ]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    model.graph.initializer.extend(
-        numpy_helper.from_array(array, name(key)) for key, array in tensors.items()
-    )
 
 
 POOLED_OUTPUT = "pooled"  # the extra output of with_pooled_output

@@ -33,6 +33,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
 from distillery.ml.models.modeling import TextClassifier
@@ -337,25 +338,53 @@ def build_student(
         num_heads=num_heads,
         max_position_embeddings=max_position_embeddings,
     )
-    student_cfg = copy.deepcopy(teacher.config)
+    encoder = AutoModel.from_config(
+        _student_config(teacher.config, shape), add_pooling_layer=False
+    )
+    dims = _kept_dims(teacher, shape, hidden_dims)
+    _load_encoder_state(encoder, _student_state(teacher, shape, dims))
+    id_map = None if teacher.id_map is None else teacher.id_map.clone()
+    student = TextClassifier(encoder, teacher.labels, teacher.dropout_p, id_map=id_map)
+    _copy_head(teacher, student, dims)
+    logger.info(
+        "Built student %s from a %d-layer teacher",
+        shape,
+        teacher.config.num_hidden_layers,
+    )
+    return student.eval()
+
+
+def _student_config(
+    teacher_config: PretrainedConfig, shape: StudentShape
+) -> PretrainedConfig:
+    """The teacher's encoder config with the student's depth and sizes."""
+    student_cfg = copy.deepcopy(teacher_config)
     student_cfg.num_hidden_layers = len(shape.layers)
     student_cfg.hidden_size = shape.hidden_size
     student_cfg.num_attention_heads = shape.num_heads
     student_cfg.intermediate_size = shape.intermediate_size
     student_cfg.max_position_embeddings = shape.max_position_embeddings
-    encoder = AutoModel.from_config(student_cfg, add_pooling_layer=False)
+    return student_cfg
 
-    dims = None
-    if shape.hidden_size < teacher.config.hidden_size:
-        ranking = rank_hidden_dims(teacher) if hidden_dims is None else hidden_dims
-        if len(set(ranking)) < shape.hidden_size:
-            raise ValueError(
-                f"hidden_dims ranks {len(set(ranking))} coordinates, "
-                f"need {shape.hidden_size}"
-            )
-        # Keep the original order: coordinates carry no order, but it eases debugging.
-        dims = torch.tensor(sorted(ranking[: shape.hidden_size]), dtype=torch.long)
-    new_state = _student_state(teacher, shape, dims)
+
+def _kept_dims(
+    teacher: TextClassifier, shape: StudentShape, hidden_dims: list[int] | None
+) -> torch.Tensor | None:
+    """Teacher coordinates a narrower student keeps (sorted), None at full width."""
+    if shape.hidden_size >= teacher.config.hidden_size:
+        return None
+    ranking = rank_hidden_dims(teacher) if hidden_dims is None else hidden_dims
+    if len(set(ranking)) < shape.hidden_size:
+        raise ValueError(
+            f"hidden_dims ranks {len(set(ranking))} coordinates, "
+            f"need {shape.hidden_size}"
+        )
+    # Keep the original order: coordinates carry no order, but it eases debugging.
+    return torch.tensor(sorted(ranking[: shape.hidden_size]), dtype=torch.long)
+
+
+def _load_encoder_state(encoder: nn.Module, new_state: dict[str, torch.Tensor]) -> None:
+    """Load the mapped teacher tensors, refusing a layout that does not match."""
     target = encoder.state_dict()
     if set(new_state) != set(target):
         raise ValueError(
@@ -364,18 +393,15 @@ def build_student(
         )
     encoder.load_state_dict({k: v.to(target[k].dtype) for k, v in new_state.items()})
 
-    id_map = None if teacher.id_map is None else teacher.id_map.clone()
-    student = TextClassifier(encoder, teacher.labels, teacher.dropout_p, id_map=id_map)
+
+def _copy_head(
+    teacher: TextClassifier, student: TextClassifier, dims: torch.Tensor | None
+) -> None:
+    """Copy the teacher's classifier head, sliced to the kept coordinates."""
     with torch.no_grad():
         head_w = teacher.head.weight.detach().float()  # (C, H)
         student.head.weight.copy_(head_w if dims is None else head_w[:, dims])
         student.head.bias.copy_(teacher.head.bias.detach())
-    logger.info(
-        "Built student %s from a %d-layer teacher",
-        shape,
-        teacher.config.num_hidden_layers,
-    )
-    return student.eval()
 
 
 def _student_state(

@@ -254,7 +254,24 @@ class TrainConfig:
         errors = self._type_errors()
         if errors:
             raise ValueError("invalid TrainConfig: " + "; ".join(errors))
-        checks: list[tuple[bool, str]] = [
+        checks = [
+            *self._optimization_checks(),
+            *self._run_checks(),
+            *self._loss_and_strategy_checks(),
+        ]
+        errors = [message for ok, message in checks if not ok]
+        shards = self.world_size * self.grad_accum_steps
+        if self.batch_size % shards:
+            errors.append(
+                f"batch_size {self.batch_size} must be divisible by nproc * nnodes * "
+                f"grad_accum_steps = {shards}"
+            )
+        if errors:
+            raise ValueError("invalid TrainConfig: " + "; ".join(errors))
+
+    def _optimization_checks(self) -> list[tuple[bool, str]]:
+        """(passes, message) for the model, batch, optimizer and schedule fields."""
+        return [
             (bool(self.model_name_or_path), "model_name_or_path must be non-empty"),
             (self.pooling in POOLINGS, f"pooling must be one of {POOLINGS}"),
             (self.max_length >= 2, "max_length must be >= 2"),
@@ -276,6 +293,11 @@ class TrainConfig:
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.patience is None or self.patience >= 1, "patience must be >= 1"),
             (self.seed >= 0, "seed must be >= 0"),
+        ]
+
+    def _run_checks(self) -> list[tuple[bool, str]]:
+        """(passes, message) for the ranks, rendezvous, checkpoints and batching."""
+        return [
             (self.nproc >= 1, "nproc must be >= 1"),
             (self.nnodes >= 1, "nnodes must be >= 1"),
             (bool(self.rdzv_backend), "rdzv_backend must be non-empty"),
@@ -300,6 +322,11 @@ class TrainConfig:
             (self.bucket_multiplier >= 1, "bucket_multiplier must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.device in _DEVICES, f"device must be one of {_DEVICES}"),
+        ]
+
+    def _loss_and_strategy_checks(self) -> list[tuple[bool, str]]:
+        """(passes, message) for the loss, logging, fault injection and strategy."""
+        return [
             (self.loss in _LOSSES, f"loss must be one of {_LOSSES}"),
             (0 <= self.kd_alpha <= 1, "kd_alpha must be in [0, 1]"),
             (self.kd_temperature > 0, "kd_temperature must be > 0"),
@@ -321,15 +348,6 @@ class TrainConfig:
                 f"precision must be one of {PRECISIONS}",
             ),
         ]
-        errors = [message for ok, message in checks if not ok]
-        shards = self.world_size * self.grad_accum_steps
-        if self.batch_size % shards:
-            errors.append(
-                f"batch_size {self.batch_size} must be divisible by nproc * nnodes * "
-                f"grad_accum_steps = {shards}"
-            )
-        if errors:
-            raise ValueError("invalid TrainConfig: " + "; ".join(errors))
 
     def _type_errors(self) -> list[str]:
         """Check field types, since YAML parameters arrive untyped."""

@@ -146,6 +146,53 @@ def _rank_entrypoint(job: dict[str, Any]) -> TrainResult | None:
         raise
 
 
+def _write_frames(
+    output_dir: Path, train_df: pd.DataFrame, val_df: pd.DataFrame
+) -> Path:
+    """Write the columns the ranks read to ``train``/``val.parquet`` in a new folder."""
+    data_dir = output_dir / f".launch-{uuid.uuid4().hex[:8]}"
+    data_dir.mkdir()
+    for name, frame in (("train", train_df), ("val", val_df)):
+        columns = [c for c in _TRANSPORT_COLUMNS if c in frame.columns]
+        frame[columns].reset_index(drop=True).to_parquet(data_dir / f"{name}.parquet")
+    return data_dir
+
+
+def _rank_job(
+    config: TrainConfig,
+    data_dir: Path,
+    labels: list[str],
+    output_dir: Path,
+    init_model_dir: str | None,
+) -> dict[str, Any]:
+    """What :func:`_rank_entrypoint` gets: plain types only, since spawn pickles it."""
+    return {
+        "config": config.to_dict(),
+        "data_dir": str(data_dir),
+        "labels": list(labels),
+        "output_dir": str(output_dir),
+        "init_model_dir": init_model_dir,
+        "log_level": logging.getLogger().getEffectiveLevel(),
+    }
+
+
+def _launch_config(config: TrainConfig) -> LaunchConfig:
+    """torch elastic's settings: this node's ranks, the rendezvous and restarts."""
+    return LaunchConfig(
+        # Single node: the ranks' store binds 127.0.0.1, not the host's name.
+        local_addr=None if config.rdzv_endpoint else "127.0.0.1",
+        min_nodes=config.nnodes,
+        max_nodes=config.nnodes,
+        nproc_per_node=config.nproc,
+        rdzv_backend=config.rdzv_backend,
+        rdzv_endpoint=config.rdzv_endpoint or f"127.0.0.1:{_free_port()}",
+        run_id=config.rdzv_id or uuid.uuid4().hex,
+        max_restarts=config.max_restarts,
+        monitor_interval=_MONITOR_INTERVAL_S,
+        start_method="spawn",
+    )
+
+
 def launch_training(
     config: TrainConfig,
     train_df: pd.DataFrame,
@@ -195,42 +242,18 @@ def launch_training(
         )
 
     # Ranks read parquet rather than receive pickled frames through spawn.
-    data_dir = output_dir / f".launch-{uuid.uuid4().hex[:8]}"
-    data_dir.mkdir()
-    for name, frame in (("train", train_df), ("val", val_df)):
-        columns = [c for c in _TRANSPORT_COLUMNS if c in frame.columns]
-        frame[columns].reset_index(drop=True).to_parquet(data_dir / f"{name}.parquet")
-    endpoint = config.rdzv_endpoint or f"127.0.0.1:{_free_port()}"
-    launch_config = LaunchConfig(
-        # Single node: the ranks' store binds 127.0.0.1, not the host's name.
-        local_addr=None if config.rdzv_endpoint else "127.0.0.1",
-        min_nodes=config.nnodes,
-        max_nodes=config.nnodes,
-        nproc_per_node=config.nproc,
-        rdzv_backend=config.rdzv_backend,
-        rdzv_endpoint=endpoint,
-        run_id=config.rdzv_id or uuid.uuid4().hex,
-        max_restarts=config.max_restarts,
-        monitor_interval=_MONITOR_INTERVAL_S,
-        start_method="spawn",
-    )
+    data_dir = _write_frames(output_dir, train_df, val_df)
+    launch_config = _launch_config(config)
     logger.info(
         "Launching %d x %d ranks (rendezvous %s at %s; up to %d restart(s))",
         config.nnodes,
         config.nproc,
         config.rdzv_backend,
-        endpoint,
+        launch_config.rdzv_endpoint,
         config.max_restarts,
     )
     try:
-        job = {
-            "config": config.to_dict(),
-            "data_dir": str(data_dir),
-            "labels": list(labels),
-            "output_dir": str(output_dir),
-            "init_model_dir": init_model_dir,
-            "log_level": logging.getLogger().getEffectiveLevel(),
-        }
+        job = _rank_job(config, data_dir, labels, output_dir, init_model_dir)
         with _store_per_attempt():
             results = elastic_launch(launch_config, _rank_entrypoint)(job)
     except ChildFailedError as err:

@@ -2,52 +2,47 @@
 
 ``run_training`` is the loop, in nanoGPT's style: rank from the environment,
 ``master_process = rank == 0``, and only rank 0 logs, checkpoints and writes files.
+Its pieces live beside it: the initial model (:mod:`.model_factory`), one step's
+forward and backward passes (:mod:`.step`), validation (:mod:`.evaluation`) and the
+state the run shares and checkpoints (:mod:`.run_state`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
 import random
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from tqdm.auto import tqdm
 
-from distillery.ml.data.batches import (
-    PadCollator,
-    TokenDataset,
-    shard_by_length,
-)
-from distillery.ml.metrics import classification_metrics
-from distillery.ml.models.modeling import TextClassifier
 from distillery.ml.train.checkpoint import (
     CheckpointManager,
-    capture_rng_state,
     config_hash,
     restore_rng_state,
 )
 from distillery.ml.train.config import TrainConfig, TrainResult
+from distillery.ml.train.evaluation import evaluate
 from distillery.ml.train.inputs import TrainingData, prepare_data
-from distillery.ml.train.losses import kd_loss, representation_loss
+from distillery.ml.train.model_factory import build_model
+from distillery.ml.train.run_state import (
+    Progress,
+    Run,
+    publish_best,
+    record_validation,
+)
+from distillery.ml.train.step import forward_backward
 from distillery.ml.train.strategies import (
-    Strategy,
     make_strategy,
     transformer_blocks,
 )
@@ -57,32 +52,18 @@ __all__ = ["run_training", "transformer_blocks"]
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Progress:
-    """Loop position and early-stopping state; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0  # 0-based epoch in progress
-    batch_in_epoch: int = 0  # optimizer steps already done in `epoch`
-    best_val_macro_f1: float = -1.0
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    finished: bool = False
-    stopped_early: bool = False
-    step_history: list[dict[str, float]] = field(default_factory=list)
-    epoch_history: list[dict[str, float]] = field(default_factory=list)
-
-
 # --------------------------------------------------------------------------- setup
 
 
 def _seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def _resolve_device(name: str, local_rank: int) -> torch.device:
+    """``auto``/``cuda``/``cpu`` -> this rank's device (its own GPU under CUDA)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -91,55 +72,6 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-def _autocast(precision: str, device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on ``device`` for ``bf16``; nothing for ``fp32``."""
-    if precision == "bf16":
-        return torch.autocast(device.type, torch.bfloat16)
-    return nullcontext()
-
-
-def _build_model(
-    config: TrainConfig,
-    labels: list[str],
-    init_model_dir: str | None,
-    teacher_width: int | None = None,
-) -> TextClassifier:
-    """The model factory: a saved classifier if given, else a pretrained encoder;
-    with ``teacher_width``, a projection of its pooled embedding to that width."""
-    if init_model_dir is not None:
-        model = TextClassifier.load(init_model_dir)
-        if model.labels != list(labels):
-            raise ValueError(
-                f"{init_model_dir} was trained for labels {model.labels}, not {labels}"
-            )
-    else:
-        model = TextClassifier.from_pretrained_encoder(
-            config.model_name_or_path, labels, config.dropout, config.pooling
-        )
-    model.set_dropout(config.dropout)
-    if teacher_width is not None:
-        model.attach_projection(teacher_width)
-    max_positions = model.max_positions
-    if max_positions is not None and config.max_length > max_positions:
-        raise ValueError(
-            f"max_length {config.max_length} exceeds the encoder's "
-            f"{max_positions} positions"
-        )
-    if config.freeze_embeddings:
-        embeddings = getattr(model.encoder, "embeddings", None)
-        (embeddings or model.encoder.get_input_embeddings()).requires_grad_(False)
-    if config.freeze_layers:
-        blocks = transformer_blocks(model.encoder)
-        if config.freeze_layers >= len(blocks):
-            raise ValueError(
-                f"freeze_layers {config.freeze_layers} leaves none of the encoder's "
-                f"{len(blocks)} blocks to train"
-            )
-        for block in blocks[: config.freeze_layers]:
-            block.requires_grad_(False)
-    return model.train()
 
 
 def _build_optimizer(
@@ -165,120 +97,6 @@ def _linear_warmup_decay(warmup_steps: int, total_steps: int) -> Callable[[int],
         return max(0.0, (total_steps - n + 1) / (total_steps - warmup_steps + 1))
 
     return factor
-
-
-# ------------------------------------------------------------------ loop pieces
-
-
-def _compute_loss(
-    config: TrainConfig,
-    outputs: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-    batch: dict[str, torch.Tensor],
-) -> torch.Tensor:
-    """The training loss of a micro-batch: ``outputs`` are the logits, or the logits
-    and the projected pooled embedding when ``kd_hidden_weight`` is set."""
-    projected = None
-    if isinstance(outputs, tuple):
-        outputs, projected = outputs
-    logits = outputs.float()  # (b, C); losses in fp32 under bf16 autocast
-    if config.loss == "ce":
-        return F.cross_entropy(logits, batch["labels"])
-    loss = kd_loss(
-        logits,
-        batch["teacher_logits"],
-        batch["labels"],
-        config.kd_alpha,
-        config.kd_temperature,
-    )
-    if projected is not None:
-        loss = loss + config.kd_hidden_weight * representation_loss(
-            projected, batch["teacher_pooled"]
-        )
-    return loss
-
-
-@torch.no_grad()
-def _evaluate(
-    raw_model: nn.Module,
-    val_set: TokenDataset,
-    *,
-    labels: list[str],
-    config: TrainConfig,
-    device: torch.device,
-    rank: int,
-    world_size: int,
-    lockstep: bool = False,
-    precision: str = "fp32",
-) -> dict[str, float] | None:
-    """Validation loss, accuracy and macro-F1 over all ranks' shards; rank 0 only.
-
-    Each rank scores a disjoint shard; the logits are gathered and scored once on
-    rank 0, so the numbers do not depend on the world size. With ``lockstep``
-    (a sharded model, whose forward is a collective) every rank runs as many
-    forward passes as the busiest one, the extra ones on a throwaway row.
-    """
-    raw_model.eval()
-    collate = PadCollator(config.pad_token_id)
-    batches = shard_by_length(val_set.lengths, config.eval_batch_size, world_size, rank)
-    passes = len(batches)
-    if lockstep and world_size > 1:
-        most = torch.tensor(passes, device=device)
-        dist.all_reduce(most, op=dist.ReduceOp.MAX)
-        passes = int(most)
-    indices: list[int] = []
-    outputs: list[np.ndarray] = []
-    for n in range(passes):
-        idx = batches[n] if n < len(batches) else [0]
-        batch = collate([val_set[i] for i in idx])
-        with _autocast(precision, device):
-            logits = raw_model(
-                batch["input_ids"].to(device), batch["attention_mask"].to(device)
-            )  # (b, C)
-        if n < len(batches):
-            indices.extend(idx)
-            outputs.append(logits.float().cpu().numpy())
-    raw_model.train()
-    local = (
-        np.asarray(indices, dtype=np.int64),
-        np.concatenate(outputs) if outputs else np.zeros((0, len(labels)), np.float32),
-    )
-    gathered: list[Any] = [local]
-    if world_size > 1:
-        gathered = [None] * world_size
-        dist.all_gather_object(gathered, local)
-    if rank != 0:
-        return None
-    order = np.concatenate([g[0] for g in gathered])
-    logits = np.empty((len(val_set), len(labels)), dtype=np.float32)  # (N, C)
-    logits[order] = np.concatenate([g[1] for g in gathered])
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_set.labels))
-    scores = classification_metrics(val_set.labels, logits.argmax(axis=1), labels)
-    return {
-        "val_loss": float(loss),
-        "val_accuracy": scores["accuracy"],
-        "val_macro_f1": scores["macro_f1"],
-    }
-
-
-def _gather_rng_states(ddp: bool, world_size: int) -> list[dict[str, Any]]:
-    """Every rank's RNG state, so a resume restores each rank's dropout stream."""
-    state = capture_rng_state()
-    if not ddp:
-        return [state]
-    gathered: list[Any] = [None] * world_size
-    dist.all_gather_object(gathered, state)
-    return gathered
-
-
-def _checkpoint_state(
-    scheduler: LambdaLR, progress: _Progress, rng: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Everything but the weights and optimizer, which the strategy writes."""
-    return {
-        "scheduler": scheduler.state_dict(),
-        "progress": dataclasses.asdict(progress),
-        "rng": rng,
-    }
 
 
 # ------------------------------------------------------------------- the loop
@@ -363,51 +181,6 @@ def run_training(
     return result
 
 
-@dataclass
-class _Run:
-    """What the pieces of one training run share on this rank."""
-
-    config: TrainConfig
-    data: TrainingData
-    labels: list[str]
-    rank: int
-    world_size: int
-    device: torch.device
-    strategy: Strategy
-    optimizer: torch.optim.Optimizer
-    scheduler: LambdaLR
-    ckpt: CheckpointManager
-    precision: str = "fp32"  # resolved: fp32 or bf16 (autocast)
-    progress: _Progress = field(default_factory=_Progress)
-
-    @property
-    def master_process(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def ddp(self) -> bool:
-        return self.world_size > 1
-
-    def broadcast(self, obj: Any) -> Any:
-        """Send rank 0's python object to every rank."""
-        if not self.ddp:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def save_checkpoint(self) -> None:
-        """Collective: every rank's RNG state, then the strategy writes."""
-        rng = _gather_rng_states(self.ddp, self.world_size)
-        self.strategy.save_checkpoint(
-            self.ckpt,
-            self.optimizer,
-            _checkpoint_state(self.scheduler, self.progress, rng),
-            self.progress.step,
-            self.progress.best_epoch,
-        )
-
-
 def _train(
     config: TrainConfig,
     *,
@@ -420,6 +193,7 @@ def _train(
     world_size: int,
     device: torch.device,
 ) -> TrainResult | None:
+    """Set this rank's run up, resume it and train it to the end; rank 0's result."""
     t_start = time.perf_counter()
     if world_size != config.world_size:
         raise ValueError(
@@ -428,72 +202,17 @@ def _train(
     data = prepare_data(
         config, train_df, val_df, labels, init_model_dir, rank, world_size
     )
-    fields = config.hashed_fields()
-    run_hash = config_hash(fields, data.fingerprint)
-
-    # ---- model and optimizer; the same init on every rank, then per-rank dropout
-    _seed_everything(config.seed)
-    strategy = make_strategy(config, device, rank, world_size)
-    pooled = data.train_set.teacher_pooled
-    teacher_width = None if pooled is None else int(pooled.shape[1])
-    model = strategy.prepare(
-        _build_model(config, labels, init_model_dir, teacher_width).to(device)
-    )
-    _seed_everything(config.seed + rank)
-    optimizer = _build_optimizer(model, config.learning_rate, config.weight_decay)
-    warmup_steps = math.ceil(config.warmup_ratio * data.total_steps)
-    scheduler = LambdaLR(
-        optimizer, _linear_warmup_decay(warmup_steps, data.total_steps)
-    )
-    run = _Run(
-        config,
-        data,
-        labels,
-        rank,
-        world_size,
-        device,
-        strategy,
-        optimizer,
-        scheduler,
-        CheckpointManager(
-            config.checkpoint_dir or output_dir / "checkpoints",
-            run_hash,
-            fields,
-            data.fingerprint,
-        ),
-        strategy.precision,
+    run, model = _setup(
+        config, data, labels, output_dir, init_model_dir, rank, world_size, device
     )
     if run.master_process:
         logger.info("Training precision: %s (%s)", run.precision, config.precision)
     resumed_from_step = _resume(run)
 
-    pbar = tqdm(
-        total=data.total_steps,
-        initial=run.progress.step,
-        disable=not run.master_process,
-        desc="train",
-        dynamic_ncols=True,
-        # Redrawn in place on a terminal; in logs (CI, Airflow) one line per 30 s.
-        mininterval=0.1 if sys.stderr.isatty() else 30.0,
-    )
-    samples_this_run = 0
+    pbar = _progress_bar(run)
     t_train = time.perf_counter()
     try:
-        while not run.progress.finished:
-            data.sampler.set_epoch(run.progress.epoch, run.progress.batch_in_epoch)
-            for indices in data.sampler:
-                record = _optimizer_step(run, model, indices)
-                samples_this_run += config.batch_size
-                pbar.update(1)
-                pbar.set_postfix(
-                    loss=f"{record['train_loss']:.4f}",
-                    lr=f"{record['lr']:.2e}",
-                    samples_s=f"{record['samples_per_s']:.0f}",
-                    refresh=False,
-                )
-                if _after_step(run):
-                    break
-            _end_epoch(run)
+        samples_this_run = _run_epochs(run, model, pbar)
     finally:
         pbar.close()
 
@@ -502,7 +221,7 @@ def _train(
         return None
     progress = run.progress
     return TrainResult(
-        model_dir=str(_publish_best(run.ckpt, progress, output_dir)),
+        model_dir=str(publish_best(run.ckpt, progress, output_dir)),
         step_history=progress.step_history,
         epoch_history=progress.epoch_history,
         best_epoch=int(progress.best_epoch),
@@ -517,7 +236,89 @@ def _train(
     )
 
 
-def _resume(run: _Run) -> int | None:
+def _setup(
+    config: TrainConfig,
+    data: TrainingData,
+    labels: list[str],
+    output_dir: Path,
+    init_model_dir: str | None,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> tuple[Run, nn.Module]:
+    """This rank's run and its prepared (wrapped or sharded) model."""
+    # The same init on every rank, then per-rank dropout.
+    _seed_everything(config.seed)
+    strategy = make_strategy(config, device, rank, world_size)
+    pooled = data.train_set.teacher_pooled
+    teacher_width = None if pooled is None else int(pooled.shape[1])
+    model = strategy.prepare(
+        build_model(config, labels, init_model_dir, teacher_width).to(device)
+    )
+    _seed_everything(config.seed + rank)
+    optimizer = _build_optimizer(model, config.learning_rate, config.weight_decay)
+    warmup_steps = math.ceil(config.warmup_ratio * data.total_steps)
+    scheduler = LambdaLR(
+        optimizer, _linear_warmup_decay(warmup_steps, data.total_steps)
+    )
+    fields = config.hashed_fields()
+    ckpt = CheckpointManager(
+        config.checkpoint_dir or output_dir / "checkpoints",
+        config_hash(fields, data.fingerprint),
+        fields,
+        data.fingerprint,
+    )
+    run = Run(
+        config=config,
+        data=data,
+        labels=labels,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        strategy=strategy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        ckpt=ckpt,
+        precision=strategy.precision,
+    )
+    return run, model
+
+
+def _progress_bar(run: Run) -> tqdm:
+    """A progress bar on rank 0 (disabled elsewhere), from the resumed step."""
+    return tqdm(
+        total=run.data.total_steps,
+        initial=run.progress.step,
+        disable=not run.master_process,
+        desc="train",
+        dynamic_ncols=True,
+        # Redrawn in place on a terminal; in logs (CI, Airflow) one line per 30 s.
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    )
+
+
+def _run_epochs(run: Run, model: nn.Module, pbar: tqdm) -> int:
+    """Train until the run is finished; the samples this rank's run trained on."""
+    samples_this_run = 0
+    while not run.progress.finished:
+        run.data.sampler.set_epoch(run.progress.epoch, run.progress.batch_in_epoch)
+        for indices in run.data.sampler:
+            record = _optimizer_step(run, model, indices)
+            samples_this_run += run.config.batch_size
+            pbar.update(1)
+            pbar.set_postfix(
+                loss=f"{record['train_loss']:.4f}",
+                lr=f"{record['lr']:.2e}",
+                samples_s=f"{record['samples_per_s']:.0f}",
+                refresh=False,
+            )
+            if _after_step(run):
+                break
+        _end_epoch(run)
+    return samples_this_run
+
+
+def _resume(run: Run) -> int | None:
     """Load the latest checkpoint of this config, if any; return its step."""
     latest = None
     if run.master_process:
@@ -535,7 +336,7 @@ def _resume(run: _Run) -> int | None:
     if state is None:
         return None
     run.scheduler.load_state_dict(state["scheduler"])
-    run.progress = _Progress(**state["progress"])
+    run.progress = Progress(**state["progress"])
     if run.rank < len(state["rng"]):
         restore_rng_state(state["rng"][run.rank])
     else:
@@ -544,54 +345,43 @@ def _resume(run: _Run) -> int | None:
     return run.progress.step
 
 
-def _optimizer_step(
-    run: _Run, model: nn.Module, indices: list[int]
-) -> dict[str, float]:
+def _optimizer_step(run: Run, model: nn.Module, indices: list[int]) -> dict[str, float]:
     """One optimizer step over this rank's share of a global batch; its record."""
-    config, device, strategy = run.config, run.device, run.strategy
-    collate = PadCollator(config.pad_token_id)
+    config = run.config
     t_step = time.perf_counter()
-    loss_sum = torch.zeros((), device=device)
-    for micro_step in range(config.grad_accum_steps):
-        # Strided, so each micro-batch spans the (sorted) lengths alike, and padded
-        # on its own, to its longest row.
-        micro = collate(
-            [
-                run.data.train_set[i]
-                for i in indices[micro_step :: config.grad_accum_steps]
-            ]
-        )
-        micro = {k: v.to(device) for k, v in micro.items()}
-        # Gradients are exchanged only on the last micro-step.
-        with strategy.no_sync(micro_step == config.grad_accum_steps - 1):
-            with _autocast(run.precision, device):
-                outputs = model(  # (b, C) logits [, (b, H) projected embeddings]
-                    micro["input_ids"],
-                    micro["attention_mask"],
-                    **({"with_projection": True} if "teacher_pooled" in micro else {}),
-                )
-            loss = _compute_loss(config, outputs, micro)
-            (loss / config.grad_accum_steps).backward()
-        loss_sum += loss.detach()
+    train_loss = forward_backward(
+        model,
+        run.data.train_set,
+        indices,
+        config=config,
+        strategy=run.strategy,
+        device=run.device,
+        precision=run.precision,
+    )
     if config.max_grad_norm is not None:
-        strategy.clip_grad_norm(config.max_grad_norm)
+        run.strategy.clip_grad_norm(config.max_grad_norm)
     lr = run.optimizer.param_groups[0]["lr"]
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
-
-    train_loss = loss_sum / config.grad_accum_steps
     if run.ddp:
         # The logged loss is the global batch's, whatever the world size.
         dist.all_reduce(train_loss)
         train_loss /= run.world_size
-    progress = run.progress
+    return _record_step(run, train_loss, lr, t_step)
+
+
+def _record_step(
+    run: Run, train_loss: torch.Tensor, lr: float, t_step: float
+) -> dict[str, float]:
+    """Count the step that began at ``t_step``; keep its record, log it on rank 0."""
+    config, progress = run.config, run.progress
     progress.step += 1
     progress.batch_in_epoch += 1
     samples_per_s = config.batch_size / (time.perf_counter() - t_step)
     record = {
         "step": progress.step,
-        "train_loss": float(train_loss),
+        "train_loss": float(train_loss),  # waits for the step on a GPU
         "lr": float(lr),
         "samples_per_s": float(samples_per_s),
     }
@@ -608,7 +398,7 @@ def _optimizer_step(
     return record
 
 
-def _after_step(run: _Run) -> bool:
+def _after_step(run: Run) -> bool:
     """Checkpoint if due, inject a configured fault; True when the run is done."""
     progress, config = run.progress, run.config
     epoch_done = progress.batch_in_epoch == run.data.steps_per_epoch
@@ -625,10 +415,10 @@ def _after_step(run: _Run) -> bool:
     return run_done
 
 
-def _end_epoch(run: _Run) -> None:
+def _end_epoch(run: Run) -> None:
     """Epoch end (or max_steps): validate, early-stop, keep the best, checkpoint."""
     config = run.config
-    scores = _evaluate(
+    scores = evaluate(
         run.strategy.model,
         run.data.val_set,
         labels=run.labels,
@@ -641,27 +431,7 @@ def _end_epoch(run: _Run) -> None:
     )
     epoch = run.progress.epoch + 1
     if run.master_process:
-        progress = run.progress
-        progress.epoch_history.append({"epoch": epoch, "step": progress.step, **scores})
-        if scores["val_macro_f1"] > progress.best_val_macro_f1:
-            progress.best_val_macro_f1 = scores["val_macro_f1"]
-            progress.best_epoch = epoch
-            progress.bad_epochs = 0
-        else:
-            progress.bad_epochs += 1
-        progress.stopped_early = (
-            config.patience is not None and progress.bad_epochs >= config.patience
-        )
-        logger.info(
-            "epoch %d: val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f "
-            "(best %.4f at epoch %s)",
-            epoch,
-            scores["val_loss"],
-            scores["val_accuracy"],
-            scores["val_macro_f1"],
-            progress.best_val_macro_f1,
-            progress.best_epoch,
-        )
+        _record_epoch(run.progress, epoch, scores, config.patience)
     # Rank 0 decides; every rank adopts its state so they stop together.
     progress = run.progress = run.broadcast(run.progress)
     if progress.best_epoch == epoch:
@@ -680,20 +450,18 @@ def _end_epoch(run: _Run) -> None:
         )
 
 
-def _publish_best(
-    ckpt: CheckpointManager, progress: _Progress, output_dir: Path
-) -> Path:
-    """Rank 0: copy the best epoch's weights to ``output_dir/model`` atomically."""
-    model_dir = output_dir / "model"
-    staging = output_dir / f".tmp-model-{uuid.uuid4().hex[:8]}"
-    shutil.copytree(ckpt.best_dir(progress.best_epoch), staging)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    os.replace(staging, model_dir)
+def _record_epoch(
+    progress: Progress, epoch: int, scores: dict[str, float], patience: int | None
+) -> None:
+    """Rank 0: keep the epoch's validation scores and log them."""
+    record_validation(progress, epoch, scores, patience)
     logger.info(
-        "Wrote model of epoch %d (val macro-F1 %.4f) to %s",
-        progress.best_epoch,
+        "epoch %d: val_loss %.4f val_accuracy %.4f val_macro_f1 %.4f "
+        "(best %.4f at epoch %s)",
+        epoch,
+        scores["val_loss"],
+        scores["val_accuracy"],
+        scores["val_macro_f1"],
         progress.best_val_macro_f1,
-        model_dir,
+        progress.best_epoch,
     )
-    return model_dir

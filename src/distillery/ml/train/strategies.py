@@ -20,7 +20,7 @@ import logging
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,21 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda" or cpu_has_native_bf16():
         return "bf16"
     return "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on ``device`` for ``bf16``; nothing for ``fp32``.
+
+    Args:
+        precision: A resolved precision (:func:`resolve_precision`).
+        device: Where the forward pass runs.
+
+    Returns:
+        The context manager to run forward passes in.
+    """
+    if precision == "bf16":
+        return torch.autocast(device.type, torch.bfloat16)
+    return nullcontext()
 
 
 def transformer_blocks(encoder: nn.Module) -> nn.ModuleList:
