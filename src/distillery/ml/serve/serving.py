@@ -43,7 +43,7 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import mlflow.pyfunc
@@ -56,6 +56,10 @@ from tokenizers import Tokenizer
 from distillery.ml.compress.export import read_metadata
 from distillery.ml.data.text import normalize_text
 from distillery.ml.serve.inference import OnnxPredictor
+
+if TYPE_CHECKING:
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -404,36 +408,16 @@ def log_and_register(
         RegistrationError: If MLflow fails (or cannot be reached) half-way; the
             message names the step and what the registry holds.
     """
-    from mlflow.models import infer_signature  # noqa: PLC0415
     from mlflow.tracking import MlflowClient  # noqa: PLC0415
 
     bundle = Path(bundle_folder)
-    # Loading the bundle here checks it before anything is registered and gives
-    # the output example for the signature.
-    predictor = load_onnx_predictor(bundle)
-    example = pd.DataFrame({TEXT_COLUMN: list(EXAMPLE_TEXTS)})
-    output = probabilities_frame(
-        predictor.labels, predictor.predict_proba(list(EXAMPLE_TEXTS))
-    )
-    signature = infer_signature(example, output)
+    # Checked before anything is registered: a broken bundle fails here.
+    signature, example = _signature_and_example(bundle)
     str_tags = {str(k): str(v) for k, v in (tags or {}).items()}
-
     step, version = "logging the model files", None
     try:
         with _run_for_logging(run_id) as active_run_id:
-            mlflow.log_artifact(
-                str(bundle / MODEL_FILE), artifact_path=ONNX_ARTIFACT_DIR
-            )
-            info = mlflow.pyfunc.log_model(
-                name=PYFUNC_NAME,
-                python_model=str(PYFUNC_CODE),
-                artifacts={BUNDLE_ARTIFACT: str(bundle)},
-                pip_requirements=serving_requirements(),
-                signature=signature,
-                input_example=example,
-                model_config={"num_threads": 1},
-                tags=str_tags or None,
-            )
+            info = _log_bundle(bundle, signature, example, str_tags)
             step = f"registering a version of {registered_name}"
             version = mlflow.register_model(
                 info.model_uri, registered_name, tags=str_tags or None
@@ -460,6 +444,38 @@ def log_and_register(
         "run_id": active_run_id,
         "logged_model_uri": info.model_uri,
     }
+
+
+def _signature_and_example(bundle: Path) -> tuple[ModelSignature, pd.DataFrame]:
+    """The pyfunc's signature and input example, from predicting the example texts."""
+    from mlflow.models import infer_signature  # noqa: PLC0415
+
+    predictor = load_onnx_predictor(bundle)
+    example = pd.DataFrame({TEXT_COLUMN: list(EXAMPLE_TEXTS)})
+    output = probabilities_frame(
+        predictor.labels, predictor.predict_proba(list(EXAMPLE_TEXTS))
+    )
+    return infer_signature(example, output), example
+
+
+def _log_bundle(
+    bundle: Path,
+    signature: ModelSignature,
+    example: pd.DataFrame,
+    str_tags: dict[str, str],
+) -> ModelInfo:
+    """Upload the raw ONNX file and the pyfunc (from code) into the active run."""
+    mlflow.log_artifact(str(bundle / MODEL_FILE), artifact_path=ONNX_ARTIFACT_DIR)
+    return mlflow.pyfunc.log_model(
+        name=PYFUNC_NAME,
+        python_model=str(PYFUNC_CODE),
+        artifacts={BUNDLE_ARTIFACT: str(bundle)},
+        pip_requirements=serving_requirements(),
+        signature=signature,
+        input_example=example,
+        model_config={"num_threads": 1},
+        tags=str_tags or None,
+    )
 
 
 def _interrupted_message(

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -16,31 +12,21 @@ from matplotlib.figure import Figure
 
 from distillery.ml.data.text import normalize_text
 from distillery.ml.models.artifact import ClassifierArtifact
-from distillery.ml.report.baseline import (
-    BaselineGrid,
-    BaselinePredictor,
-    fit_baseline,
-    save_baseline,
+from distillery.ml.report.baseline import BaselineGrid, fit_baseline
+from distillery.ml.report.comparison import (
+    REFERENCE,
+    SECONDARY_REFERENCES,
+    Measurement,
+    evaluate_model_forms,
 )
-from distillery.ml.report.evaluation import ModelEvaluation, evaluate_predictor
+from distillery.ml.report.evaluation import ModelEvaluation
 from distillery.ml.report.reporting import (
     comparison_table_markdown,
     confusion_matrices_figure,
     tradeoff_figure,
 )
-from distillery.ml.serve.inference import OnnxPredictor, TorchPredictor
-from distillery.ml.serve.latency import artifact_size_bytes
 from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
-
-logger = logging.getLogger(__name__)
-
-TEACHER = "teacher"  # the fine-tuned teacher in PyTorch, eager fp32
-# Ratios are taken against what a user deploys without distillery: the teacher in ONNX
-# Runtime fp32, graph-optimised; the quantisation-only recipe (ONNX Runtime int8) and
-# eager PyTorch are secondary references.
-REFERENCE = f"{TEACHER}-onnx-fp32"
-SECONDARY_REFERENCES = (f"{TEACHER}-onnx-int8", TEACHER)
 
 
 @dataclass(frozen=True)
@@ -78,6 +64,7 @@ class EvaluateOptions:
 def _labelled_texts(
     frame: pd.DataFrame, labels: list[str]
 ) -> tuple[list[str], list[str]]:
+    """Texts and gold label names of a model-input frame."""
     return frame["text"].astype(str).tolist(), [labels[int(i)] for i in frame["label"]]
 
 
@@ -100,29 +87,6 @@ def fit_baseline_model(
         *_labelled_texts(model_input_val, labels),
         grid=options.baseline,
         seed=options.seed,
-    )
-
-
-def _size_of_saved(save: Any, tokenizer: Any = None) -> int:
-    """Bytes on disk of what ``save`` writes, plus the tokenizer's files if given:
-    a deployable artifact needs both."""
-    with tempfile.TemporaryDirectory() as tmp:
-        save(Path(tmp) / "model")
-        if tokenizer is not None:
-            tokenizer.save_pretrained(Path(tmp) / "tokenizer")
-        return artifact_size_bytes(tmp)
-
-
-def _onnx_predictor(  # noqa: PLR0917 - partial() fills all but the threads
-    path: Path,
-    tokenizer: Any,
-    labels: list[str],
-    max_length: int,
-    normalize: Callable[[str], str],
-    threads: int,
-) -> OnnxPredictor:
-    return OnnxPredictor(
-        path, tokenizer, labels, max_length, num_threads=threads, normalize=normalize
     )
 
 
@@ -150,96 +114,34 @@ def evaluate_models(  # noqa: PLR0917 - every model form, then the data
         One :class:`ModelEvaluation` dict per model form, teacher first.
     """
     options = EvaluateOptions.from_params(evaluate_options)
-    scoring_threads = options.scoring_threads or len(os.sched_getaffinity(0))
     test = model_input_test
     if options.max_test_rows is not None and options.max_test_rows < len(test):
         test = test.sample(n=options.max_test_rows, random_state=options.seed)
     texts, y_true = _labelled_texts(test, label_vocab["labels"])
-    normalize = partial(
-        normalize_text, user_token=options.user_token, url_token=options.url_token
-    )
-    tokenizer = teacher_model.tokenizer
-    tokenizer_bytes = _size_of_saved(lambda p: None, tokenizer)
-    evaluate = partial(
-        evaluate_predictor,
+    measurement = Measurement(
         texts=texts,
         y_true=y_true,
         labels=label_vocab["labels"],
-        latency_texts=texts,
         num_threads=options.num_threads,
+        # Quality does not depend on the thread count: score with every core.
+        scoring_threads=options.scoring_threads or len(os.sched_getaffinity(0)),
         latency_repeats=options.latency_repeats,
         warmup=options.warmup,
         throughput_batches=options.throughput_batches,
-        scoring_threads=scoring_threads,
-    )
-    results: list[ModelEvaluation] = []
-
-    def add(
-        name: str,
-        family: str,
-        form: str,
-        predictor: Callable[[int], Any],
-        size: int,
-    ) -> None:
-        """``predictor(threads)`` builds the model's predictor for that many
-        threads: one is timed with ``num_threads``; a second scores the test split
-        when ``scoring_threads`` differs."""
-        logger.info("Evaluating %s (%s)", name, form)
-        timed = predictor(options.num_threads)
-        same = scoring_threads == options.num_threads
-        scorer = timed if same else predictor(scoring_threads)
-        results.append(
-            evaluate(name, family, form, timed, size_bytes=size, scorer=scorer)
-        )
-
-    def add_onnx(
-        name: str, family: str, files: dict[str, bytes], artifact: ClassifierArtifact
-    ) -> None:
-        # A student may have its own tokenizer (one cut from another backbone).
-        own = artifact.tokenizer
-        own_bytes = (
-            tokenizer_bytes if own is tokenizer else _size_of_saved(lambda p: None, own)
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            for suffix, form in ((".onnx", "onnx-fp32"), (".int8.onnx", "onnx-int8")):
-                path = Path(tmp) / f"{name}{suffix}"
-                path.write_bytes(files[path.name])
-                predictor = partial(
-                    _onnx_predictor,
-                    path,
-                    own,
-                    label_vocab["labels"],
-                    options.max_length,
-                    normalize,
-                )
-                size = path.stat().st_size + own_bytes
-                add(f"{name}-{form}", family, form, predictor, size)
-
-    teacher = teacher_model.model.eval()
-    add(
-        TEACHER,
-        "teacher",
-        "torch-fp32",
-        lambda threads: TorchPredictor(
-            teacher,
-            tokenizer,
-            options.max_length,
-            num_threads=threads,
-            normalize=normalize,
+        max_length=options.max_length,
+        normalize=partial(
+            normalize_text, user_token=options.user_token, url_token=options.url_token
         ),
-        _size_of_saved(teacher.save, tokenizer),
     )
-    add_onnx(TEACHER, "teacher", teacher_onnx, teacher_model)
-    add(
-        "baseline",
-        "baseline",
-        "sklearn",
-        lambda _: BaselinePredictor(baseline_model, normalize=normalize),
-        _size_of_saved(lambda p: save_baseline(baseline_model, p)),
+    evaluations = evaluate_model_forms(
+        measurement,
+        teacher=teacher_model,
+        teacher_onnx=teacher_onnx,
+        baseline_model=baseline_model,
+        students=distilled_students,
+        student_onnx=student_onnx,
     )
-    for name, student in distilled_students.items():
-        add_onnx(name, "student", student_onnx, student)
-    return [r.to_dict() for r in results]
+    return [e.to_dict() for e in evaluations]
 
 
 def report_models(
