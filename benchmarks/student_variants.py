@@ -33,11 +33,11 @@ from kedro.config import OmegaConfigLoader
 from kedro.io.core import Version
 
 from distillery.datasets import BinaryDictDataset, ClassifierDataset
+from distillery.ml.compress.teacher_cache import TEACHER_POOLED
 from distillery.ml.data.text import normalize_text
 from distillery.ml.serve.inference import OnnxPredictor
 from distillery.ml.serve.latency import measure_latency
 from distillery.pipelines.compress.nodes import (
-    TEACHER_POOLED,
     cache_teacher_logits,
     distill_students,
     export_students,

@@ -19,7 +19,6 @@ from distillery.ml.models.modeling import TextClassifier, load_tokenizer
 from distillery.ml.report.evaluation import GateError, ModelEvaluation
 from distillery.pipelines.compress import create_pipeline
 from distillery.pipelines.compress.nodes import (
-    CompressOptions,
     cache_teacher_logits,
     distill_students,
     export_students,
@@ -148,20 +147,6 @@ def test_students_are_distilled_pruned_and_exported_with_parity(
     assert set(files) == {"L1-H16.onnx", "L1-H16.int8.onnx"}
     assert report["L1-H16"]["parity_max_abs_diff"] <= 1e-4
     assert 0.0 <= report["L1-H16"]["int8_agreement"] <= 1.0
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"augment_copies": -1},
-        {"augment_word_dropout": 0.0},
-        {"augment_word_dropout": 1.0},
-    ],
-)
-def test_augmentation_options_are_checked(tmp_path: Path, change: dict) -> None:
-    assert CompressOptions.from_params(_options(tmp_path)).augment_copies == 0
-    with pytest.raises(ValueError, match="augment_copies must be >= 0"):
-        CompressOptions.from_params(_options(tmp_path) | change)
 
 
 def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from distillery.pipelines.validate.nodes import ValidateOptions, validate_corpus
+from distillery.pipelines.validate.nodes import validate_corpus
 from distillery.validation import DataContractError
 
 MANIFEST = {"path": "tiny.csv", "sha256": "0" * 64}
@@ -99,10 +99,3 @@ def test_contract_failures_stop_the_run(rows: list[tuple], rule: str) -> None:
         validate_corpus(_frame(rows), MANIFEST, {"min_rows_per_class": 2}, INGEST)
     assert info.value.rule == rule
     assert info.value.file == "tiny.csv"
-
-
-def test_validate_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="skip_row_rules"):
-        ValidateOptions(skip_row_rules=("no_such_rule",))
-    with pytest.raises(ValueError, match="min_classes"):
-        ValidateOptions(min_classes=1)

@@ -28,6 +28,7 @@ from distillery.ml.compress.export import (
 from distillery.ml.compress.student import build_student, rank_hidden_dims
 from distillery.ml.compress.vocab import prune_vocabulary, used_token_ids
 from distillery.ml.data.batches import PadCollator, TokenDataset
+from distillery.ml.data.text import load_encoder, retokenize_frame
 from distillery.ml.models.modeling import BUILTIN_TEACHER, TextClassifier
 from distillery.ml.train.options import options_from_params
 
@@ -203,6 +204,26 @@ def load_student_backbone(backbone: str, labels: list[str]) -> TextClassifier:
             f"students are cut from one of {BERT_SHAPED}"
         )
     return model.eval()
+
+
+def tokenize_for_students(
+    frame: pd.DataFrame, backbone: str, max_length: int
+) -> pd.DataFrame:
+    """``frame`` as the students read it.
+
+    Args:
+        frame: Rows with ``text``, tokenised by the teacher's tokenizer.
+        backbone: Where the students start (:func:`resolve_student_backbone`).
+        max_length: Truncation length of the students' tokenizer.
+
+    Returns:
+        ``frame`` itself when the students are sliced from the teacher (same
+        tokenizer), else a copy with ``input_ids`` and ``attention_mask`` redone
+        from ``text`` by the backbone's tokenizer; every other column is kept.
+    """
+    if backbone == SLICE_TEACHER:
+        return frame
+    return retokenize_frame(frame, load_encoder(backbone, max_length))
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import ftfy
 import pandas as pd
 
 from distillery.ml.data.corpus import read_source
+from distillery.ml.data.standardize import label_text, sample_frame, standardize_frame
 from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics
 from distillery.validation.suites import check_columns
@@ -49,20 +49,13 @@ class IngestOptions:
             object.__setattr__(
                 self,
                 "label_map",
-                {_label_text(k): str(v) for k, v in self.label_map.items()},
+                {label_text(k): str(v) for k, v in self.label_map.items()},
             )
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> IngestOptions:
         """Build from the ``ingest`` parameters, rejecting unknown keys."""
         return options_from_params(cls, params, "ingest")
-
-
-def _label_text(value: object) -> str:
-    """Labels as text: ``1``, ``1.0`` and ``"1"`` all become ``"1"``."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def read_corpus(ingest: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -100,32 +93,10 @@ def standardize_corpus(
     check_columns(
         raw_corpus, {"text": options.text_column, "label": options.label_column}, file
     )
-    texts = raw_corpus[options.text_column]
-    text = texts.map(lambda t: ftfy.fix_text(t) if isinstance(t, str) else pd.NA)
-    repaired = int(((text != texts) & texts.notna()).sum())
-    label = raw_corpus[options.label_column].map(
-        lambda v: pd.NA if pd.isna(v) else _label_text(v)
+    frame, repaired = standardize_frame(
+        raw_corpus, options.text_column, options.label_column, options.label_map
     )
-    if options.label_map is not None:
-        # Unmapped labels stay as written, so validation quarantines them as unknown.
-        label = label.map(
-            lambda v: options.label_map.get(v, v) if isinstance(v, str) else v
-        )
-    frame = pd.DataFrame(
-        {
-            "text": text.astype("string"),
-            "label": label.astype("string"),
-            "source_row": pd.RangeIndex(len(raw_corpus)).to_numpy(dtype="int64"),
-        }
-    )
-    if options.sample_rows is not None and options.sample_rows < len(frame):
-        # A seeded sample for quick runs; rows keep their source_row.
-        frame = (
-            frame.sample(n=options.sample_rows, random_state=options.seed)
-            .sort_values("source_row")
-            .reset_index(drop=True)
-        )
-        logger.info("Sampled %d of %d source rows", len(frame), len(raw_corpus))
+    frame = sample_frame(frame, options.sample_rows, options.seed)
     logger.info(
         "Ingested %d rows from %s; ftfy repaired %d texts", len(frame), file, repaired
     )

@@ -7,19 +7,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import dask
 import dask.dataframe as dd
 import pandas as pd
 
-from distillery.ml.data.text import (
-    SPLITS,
-    empty_tokenized_frame,
-    encode_partition,
-    load_encoder,
-    mark_duplicates_partition,
-    normalize_partition,
-    split_fractions,
-)
+from distillery.ml.data.splits import encode_splits, normalize_frame, split_summary
+from distillery.ml.data.text import SPLITS, split_fractions
 from distillery.ml.models.modeling import BUILTIN_TEACHER
 from distillery.ml.train.options import options_from_params
 from distillery.tracking import as_metrics, metric_key
@@ -74,29 +66,18 @@ def normalize_texts(
 ) -> dd.DataFrame:
     """Normalise texts, assign splits by hash and flag exact duplicates.
 
-    Copies of a text are brought together by a shuffle on its hash; the first (lowest
-    ``source_row``) is kept and the others are flagged, not deleted, so they can be
-    counted and inspected. There are ``npartitions`` partitions, or one per input
-    partition (Parquet row group) when the input has more: a partition's rows, and so
-    a task's memory, stay bounded however large the corpus grows.
+    Duplicates are flagged, not deleted; see
+    :func:`distillery.ml.data.splits.normalize_frame` for the shuffle and partitioning.
     """
     options = PreprocessOptions.from_params(preprocess)
-    npartitions = max(options.npartitions, validated_texts.npartitions)
-    frame = validated_texts[["text", "label", "source_row"]].repartition(
-        npartitions=npartitions
-    )
-    meta = normalize_partition(frame._meta, options.seed, options.fractions, "", "")
-    normalized = frame.map_partitions(
-        normalize_partition,
+    return normalize_frame(
+        validated_texts,
         options.seed,
         options.fractions,
         options.user_token,
         options.url_token,
-        meta=meta,
+        options.npartitions,
     )
-    shuffled = normalized.shuffle(on="text_hash", npartitions=npartitions)
-    marked_meta = mark_duplicates_partition(meta)
-    return shuffled.map_partitions(mark_duplicates_partition, meta=marked_meta)
 
 
 def build_label_vocab(normalized_texts: dd.DataFrame) -> dict[str, Any]:
@@ -121,24 +102,9 @@ def tokenize_splits(
         within its partitions so reruns write identical files.
     """
     options = PreprocessOptions.from_params(preprocess)
-    label_to_id = {label: i for i, label in enumerate(label_vocab["labels"])}
-    # The tokenizer is loaded here and travels in the graph as one shared piece of
-    # data: workers then import neither transformers nor torch (~2 s and ~220 MB
-    # each) and need no copy of the model files.
-    encoder = dask.delayed(load_encoder(options.tokenizer, options.max_length))
-    kept = normalized_texts[~normalized_texts["is_duplicate"]]
-    outputs = []
-    for split in SPLITS:
-        rows = kept[kept["split"] == split]
-        outputs.append(
-            rows.map_partitions(
-                encode_partition,
-                encoder,
-                label_to_id,
-                meta=empty_tokenized_frame(),
-            )
-        )
-    return tuple(outputs)  # type: ignore[return-value]
+    return encode_splits(
+        normalized_texts, label_vocab["labels"], options.tokenizer, options.max_length
+    )
 
 
 def summarize_preprocess(
@@ -149,36 +115,18 @@ def summarize_preprocess(
     Returns:
         The duplicate rows (with ``duplicate_of``), a JSON summary and MLflow metrics.
     """
-    duplicates, table = dask.compute(
-        normalized_texts[normalized_texts["is_duplicate"]][
-            ["source_row", "duplicate_of", "text", "label", "split"]
-        ],
-        normalized_texts[~normalized_texts["is_duplicate"]]
-        .groupby(["split", "label"])
-        .size(),
-    )
-    duplicates = duplicates.sort_values("source_row").reset_index(drop=True)
-    table = table.sort_index()
-    sizes = {
-        split: int(table.get(split, pd.Series(dtype=int)).sum()) for split in SPLITS
+    duplicates, summary = split_summary(normalized_texts)
+    return duplicates, summary, as_metrics(_summary_metrics(summary))
+
+
+def _summary_metrics(summary: dict[str, Any]) -> dict[str, int]:
+    metrics = {"duplicates": summary["duplicates"]}
+    metrics |= {
+        metric_key("split", s, "rows"): n for s, n in summary["split_sizes"].items()
     }
-    balance = {
-        split: {
-            str(k): int(v) for k, v in table.get(split, pd.Series(dtype=int)).items()
-        }
-        for split in SPLITS
-    }
-    logger.info("Dropped %d exact duplicates; split sizes %s", len(duplicates), sizes)
-    summary = {
-        "duplicates": len(duplicates),
-        "split_sizes": sizes,
-        "class_balance": balance,
-    }
-    metrics = {"duplicates": len(duplicates)}
-    metrics |= {metric_key("split", s, "rows"): n for s, n in sizes.items()}
     metrics |= {
         metric_key("split", s, "class", label): n
-        for s, counts in balance.items()
+        for s, counts in summary["class_balance"].items()
         for label, n in counts.items()
     }
-    return duplicates, summary, as_metrics(metrics)
+    return metrics
