@@ -56,6 +56,8 @@ def _last_checkpoint(config: TrainConfig) -> Path:
         ({"epochs": True}, "epochs must be int"),
         ({"max_steps": "10"}, "max_steps must be int | None"),
         ({"nnodes": 2}, "rdzv_endpoint is required"),
+        ({"nproc": 0}, "nproc must be >= 1"),
+        ({"grad_accum_steps": 0}, "grad_accum_steps must be >= 1"),
         ({"fail_rank": 3, "nproc": 2}, "fail_rank must be a valid rank"),
         ({"max_restarts": -1}, "max_restarts must be >= 0"),
         ({"precision": "fp16"}, "precision must be one of"),

@@ -261,7 +261,8 @@ class TrainConfig:
         ]
         errors = [message for ok, message in checks if not ok]
         shards = self.world_size * self.grad_accum_steps
-        if self.batch_size % shards:
+        # With a non-positive count the message above already says what is wrong.
+        if shards >= 1 and self.batch_size % shards:
             errors.append(
                 f"batch_size {self.batch_size} must be divisible by nproc * nnodes * "
                 f"grad_accum_steps = {shards}"
