@@ -252,11 +252,15 @@ def test_scheduled_runs_take_each_branch(scheduled: dict) -> None:
     assert sorted(p.name for p in teachers.iterdir()) == teacher_versions
     test_rows = len(pd.read_parquet(project / "data" / "05_model_input" / "test"))
     promotion = _report(project, "promotion.json")
-    assert promotion["test_rows"] == test_rows
+    assert promotion["split"] == "test" and promotion["rows"] == test_rows
     assert promotion["challenger"]["version"] == 2
     assert promotion["champion"]["version"] == 1
+    # Promoted only when the gain's paired-bootstrap lower bound is above 0.
     gain = promotion["challenger"]["macro_f1"] - promotion["champion"]["macro_f1"]
-    assert promotion["promoted"] is (gain > 0)
+    interval = promotion["interval"]
+    assert interval["difference"] == pytest.approx(gain)
+    assert interval["low"] <= gain <= interval["high"]
+    assert promotion["promoted"] is (interval["low"] > 0)
     champion = client.get_model_version_by_alias("distillery-student", "champion")
     assert int(champion.version) == (2 if promotion["promoted"] else 1)
     challenger = client.get_model_version_by_alias("distillery-student", "challenger")

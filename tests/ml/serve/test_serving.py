@@ -430,41 +430,92 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
         return
 
 
+def _rotated_copy(bundle: Path, folder: Path) -> Path:
+    """The same graph with its label names rotated: its answer for a text is the next
+    label after the bundle's."""
+    shutil.copytree(bundle, folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config["labels"] = config["labels"][1:] + config["labels"][:1]
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    return folder
+
+
+def _predicted_ids(bundle: Path, texts: list[str]) -> list[int]:
+    predicted = load_onnx_predictor(bundle).predict_proba(
+        [normalize_text(t, **NORMALIZE) for t in texts]
+    )
+    return predicted.argmax(axis=1).tolist()
+
+
+BOOTSTRAP = {"confidence": 0.95, "resamples": 500, "seed": 0}
+
+
 def test_champion_moves_only_to_a_better_challenger(
     bundle: Path, tracking: str, tmp_path: Path
 ) -> None:
     name = "distillery-student-promotion"
     texts = [*RAW_TEXTS, "lovely crew", "never again", "fine I guess", "late"] * 3
     # Gold labels = what the bundle predicts, so it is right on every row ...
-    predicted = load_onnx_predictor(bundle).predict_proba(
-        [normalize_text(t, **NORMALIZE) for t in texts]
-    )
-    gold = predicted.argmax(axis=1).tolist()
+    gold = _predicted_ids(bundle, texts)
     # ... and the same graph with its label names rotated is wrong on every row.
-    worse = tmp_path / "worse"
-    shutil.copytree(bundle, worse)
-    config = json.loads((worse / CONFIG_FILE).read_text())
-    config["labels"] = config["labels"][1:] + config["labels"][:1]
-    (worse / CONFIG_FILE).write_text(json.dumps(config))
+    worse = _rotated_copy(bundle, tmp_path / "worse")
 
     def register(folder: Path) -> int:
         with mlflow.start_run(experiment_id=tracking):
             return log_and_register(folder, name)["version"]
 
     def promote(version: int) -> dict[str, Any]:
-        return promote_if_better(name, version, "champion", texts, gold, LABELS)
+        return promote_if_better(
+            name, version, "champion", texts, gold, LABELS, bootstrap=BOOTSTRAP
+        )
 
     first = promote(register(worse))  # no champion yet: promoted whatever it scores
     assert first["promoted"] and first["champion"] is None
     assert first["challenger"]["accuracy"] == 0.0
+    assert first["interval"] is None
 
     better = promote(register(bundle))
     assert better["promoted"] and better["champion"]["version"] == 1
     assert better["challenger"]["accuracy"] == 1.0
     assert better["challenger"]["macro_f1"] > first["challenger"]["macro_f1"]
+    assert better["interval"]["low"] > 0  # far beyond the noise
 
     again = promote(register(worse))  # worse than the champion: the alias stays
     assert not again["promoted"] and again["champion"]["version"] == 2
     client = MlflowClient()
     assert int(client.get_model_version_by_alias(name, "champion").version) == 2
     assert int(client.get_model_version_by_alias(name, "challenger").version) == 3
+
+
+def test_a_challenger_ahead_within_the_noise_stays_a_challenger(
+    bundle: Path, tracking: str, tmp_path: Path
+) -> None:
+    name = "distillery-student-noise"
+    texts = [*RAW_TEXTS, "lovely crew", "never again", "fine I guess", "late"] * 5
+    ids = _predicted_ids(bundle, texts)
+    # The rotated champion answers (id + 1) mod 3 on every text: each row is right
+    # for exactly one of the two models, the challenger on two more rows than it.
+    half = len(texts) // 2 + 1
+    gold = ids[:half] + [(i + 1) % len(LABELS) for i in ids[half:]]
+    champion = _rotated_copy(bundle, tmp_path / "champion")
+    with mlflow.start_run(experiment_id=tracking):
+        log_and_register(champion, name)
+        challenger = log_and_register(bundle, name)["version"]
+    MlflowClient().set_registered_model_alias(name, "champion", "1")
+
+    def promote(bootstrap: dict[str, Any] | None) -> dict[str, Any]:
+        return promote_if_better(
+            name, challenger, "champion", texts, gold, LABELS, bootstrap=bootstrap
+        )
+
+    held = promote(BOOTSTRAP)
+    gain = held["challenger"]["macro_f1"] - held["champion"]["macro_f1"]
+    assert gain > 0  # ahead on the point estimate ...
+    assert (
+        held["interval"]["low"] < 0 < held["interval"]["high"]
+    )  # ... not beyond noise
+    assert not held["promoted"] and "lower bound" in held["reason"]
+    assert int(MlflowClient().get_model_version_by_alias(name, "champion").version) == 1
+
+    # Comparing point estimates alone (confidence: null) promotes it.
+    assert promote(None)["promoted"]

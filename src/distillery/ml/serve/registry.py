@@ -8,8 +8,10 @@ an unchanged hash means nothing new to learn, and the drift from the teacher's d
 says whether that teacher can still be reused.
 
 :func:`promote_if_better` scores the champion and the challenger with the same code
-path (their registered pyfuncs, raw text in) on the same test split, and moves the
-``champion`` alias only when the challenger's macro-F1 is higher by more than a margin.
+path (their registered pyfuncs, raw text in) on the same rows, and moves the
+``champion`` alias only when the challenger's macro-F1 is higher by more than a margin
+beyond the split's sampling noise: the lower bound of a paired-bootstrap interval of
+the difference must clear the margin, so a challenger within the noise stays out.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from distillery.ml.metrics import classification_metrics
+from distillery.ml.metrics import classification_metrics, paired_bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,25 @@ def retrain_reference(name: str, alias: str) -> dict[str, Any] | None:
     }
 
 
+def _predicted_ids(
+    model_uri: str, texts: Sequence[str], vocab: list[str]
+) -> np.ndarray:
+    """Label ids a registered pyfunc predicts for raw texts; -1 for a name outside
+    ``vocab`` (wrong for accuracy, a false negative of the true class for F1, never
+    silently class 0)."""
+    model = mlflow.pyfunc.load_model(model_uri)
+    predicted = model.predict(pd.DataFrame({"text": list(texts)}))["label"]
+    index = {label: i for i, label in enumerate(vocab)}
+    return np.array([index.get(str(p), -1) for p in predicted], dtype=np.int64)
+
+
+def _scores(
+    labels: Sequence[int], ids: np.ndarray, vocab: list[str]
+) -> dict[str, float]:
+    metrics = classification_metrics(np.asarray(labels, dtype=np.int64), ids, vocab)
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
 def score_registered(
     model_uri: str, texts: Sequence[str], labels: Sequence[int], vocab: list[str]
 ) -> dict[str, float]:
@@ -88,17 +109,44 @@ def score_registered(
         labels: Gold label ids (indices into ``vocab``).
         vocab: Label names; a predicted name outside it counts as wrong.
     """
-    model = mlflow.pyfunc.load_model(model_uri)
-    predicted = model.predict(pd.DataFrame({"text": list(texts)}))["label"]
-    index = {label: i for i, label in enumerate(vocab)}
-    # A name outside the vocabulary gets id -1: wrong for accuracy and a false
-    # negative of the true class for F1, never silently class 0.
-    y_pred = np.array([index.get(str(p), -1) for p in predicted], dtype=np.int64)
-    metrics = classification_metrics(np.asarray(labels, dtype=np.int64), y_pred, vocab)
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return _scores(labels, _predicted_ids(model_uri, texts, vocab), vocab)
 
 
-def promote_if_better(  # noqa: PLR0913 - the registry entry plus the test split
+def _decide(  # noqa: PLR0913 - the two models' answers, then the rule
+    labels: Sequence[int],
+    champion_ids: np.ndarray,
+    challenger_ids: np.ndarray,
+    num_labels: int,
+    min_improvement: float,
+    bootstrap: dict[str, Any] | None,
+) -> tuple[bool, str, dict[str, float] | None]:
+    """Whether the challenger's macro-F1 gain clears ``min_improvement``; why; the
+    interval.
+
+    With ``bootstrap`` (``confidence``, ``resamples``, ``seed``) the lower bound of the
+    paired interval must clear it, else the gain itself.
+    """
+    interval = paired_bootstrap(
+        # Without a bootstrap only the point estimates count: one draw gives them.
+        labels,
+        champion_ids,
+        challenger_ids,
+        num_labels,
+        **(bootstrap or {"resamples": 1}),
+    )
+    gain = interval["difference"]
+    if bootstrap is None:
+        why = f"gain {gain:+.4f}, needed > {min_improvement}"
+        return gain > min_improvement, why, None
+    why = (
+        f"gain {gain:+.4f}, {interval['confidence']:.0%} interval "
+        f"{interval['low']:+.4f} to {interval['high']:+.4f}, its lower bound "
+        f"needed > {min_improvement}"
+    )
+    return interval["low"] > min_improvement, why, interval
+
+
+def promote_if_better(  # noqa: PLR0913 - the registry entry, the rows, the rule
     name: str,
     challenger_version: int,
     alias: str,
@@ -106,41 +154,56 @@ def promote_if_better(  # noqa: PLR0913 - the registry entry plus the test split
     labels: Sequence[int],
     vocab: list[str],
     min_improvement: float = 0.0,
+    bootstrap: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Move ``name@alias`` to the challenger if it beats the champion on this split.
+    """Move ``name@alias`` to the challenger if it beats the champion on these rows.
 
     With no champion the challenger is promoted. A challenger that *is* the champion
     already (a rerun) is kept as it is.
 
+    Args:
+        name: Registered model name.
+        challenger_version: The version that may take the alias.
+        alias: The alias to move (``champion``).
+        texts: Raw texts both models are scored on.
+        labels: Their gold label ids (indices into ``vocab``).
+        vocab: Label names.
+        min_improvement: Macro-F1 gain to exceed.
+        bootstrap: ``{"confidence", "resamples", "seed"}`` of the paired bootstrap
+            whose lower bound must exceed ``min_improvement``; None compares the point
+            estimates alone.
+
     Returns:
         ``{"promoted", "reason", "alias", "champion": {"version", "accuracy",
-        "macro_f1"} | None, "challenger": {...}, "min_improvement", "test_rows"}``.
+        "macro_f1"} | None, "challenger": {...}, "min_improvement", "interval",
+        "rows"}``; ``interval`` is the bootstrap's result (None without one).
     """
+    challenger_ids = _predicted_ids(
+        f"models:/{name}/{challenger_version}", texts, vocab
+    )
     challenger = {
         "version": int(challenger_version),
-        **score_registered(
-            f"models:/{name}/{challenger_version}", texts, labels, vocab
-        ),
+        **_scores(labels, challenger_ids, vocab),
     }
     current = version_by_alias(name, alias)
-    champion = None
+    champion, interval = None, None
     if current is None:
         promoted, reason = True, f"no {alias} yet"
     elif int(current.version) == challenger["version"]:
         champion = dict(challenger)
         promoted, reason = False, f"the challenger is already {alias}"
     else:
+        champion_ids = _predicted_ids(f"models:/{name}/{current.version}", texts, vocab)
         champion = {
             "version": int(current.version),
-            **score_registered(
-                f"models:/{name}/{current.version}", texts, labels, vocab
-            ),
+            **_scores(labels, champion_ids, vocab),
         }
-        gain = challenger["macro_f1"] - champion["macro_f1"]
-        promoted = gain > min_improvement
+        promoted, why, interval = _decide(
+            labels, champion_ids, challenger_ids, len(vocab), min_improvement, bootstrap
+        )
         reason = (
             f"challenger macro-F1 {challenger['macro_f1']:.4f} vs {alias} "
-            f"{champion['macro_f1']:.4f} (gain {gain:+.4f}, needed > {min_improvement})"
+            f"{champion['macro_f1']:.4f} ({why})"
         )
     if promoted:
         MlflowClient().set_registered_model_alias(
@@ -157,5 +220,6 @@ def promote_if_better(  # noqa: PLR0913 - the registry entry plus the test split
         "champion": champion,
         "challenger": challenger,
         "min_improvement": min_improvement,
-        "test_rows": len(texts),
+        "interval": interval,
+        "rows": len(texts),
     }

@@ -6,7 +6,7 @@ from distillery.pipelines.promote.nodes import promote_challenger
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Champion vs challenger; the ``champion`` alias moves only for a better model.
+    """Champion vs challenger; the ``champion`` alias moves only beyond the noise.
 
     The namespace groups the node (one box in kedro-viz, one Airflow task); the
     datasets and parameters it lists keep their catalog names.
@@ -17,6 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=promote_challenger,
                 inputs=[
                     "registered_student",
+                    "model_input_val@pandas",
                     "model_input_test@pandas",
                     "label_vocab",
                     "params:compress_options.registry",
@@ -27,7 +28,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ],
         namespace="promote",
-        inputs={"registered_student", "model_input_test", "label_vocab"},
+        inputs={
+            "registered_student",
+            "model_input_val",
+            "model_input_test",
+            "label_vocab",
+        },
         outputs={"promotion", "promote_metrics"},
         parameters={"compress_options.registry", "promote_options"},
         tags="promote",
