@@ -221,7 +221,7 @@ def test_meta_is_written_last_and_a_folder_without_it_is_no_checkpoint(
     assert manager.checkpoints() == []
 
 
-def test_a_checkpoint_without_checksums_is_used_with_a_warning(
+def test_a_checkpoint_without_checksums_is_skipped(
     tmp_path: Path, tiny_model: TextClassifier, caplog: pytest.LogCaptureFixture
 ) -> None:
     manager = CheckpointManager(tmp_path, "1" * 64, {"lr": 1.0}, "data")
@@ -230,6 +230,7 @@ def test_a_checkpoint_without_checksums_is_used_with_a_warning(
     del meta["files"], meta["best_files"]
     (saved / META_FILE).write_text(json.dumps(meta))  # as older versions wrote it
     with caplog.at_level(logging.WARNING, logger="distillery.ml.train.checkpoint"):
-        assert manager.latest() == manager.checkpoints()[-1]
-    assert "has no checksums" in caplog.text
-    assert manager.load(manager.latest())[1] == {"step": 2}
+        assert manager.latest() is None
+    assert "records no checksums" in caplog.text
+    with pytest.raises(CheckpointError, match="records no checksums"):
+        manager.load(manager.checkpoints()[-1])

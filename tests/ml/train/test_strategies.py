@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
 
 from distillery.ml.models.modeling import WEIGHTS_FILE, TextClassifier
-from distillery.ml.train.checkpoint import SHARDED_DIR
+from distillery.ml.train.checkpoint import SHARDED_DIR, SHARDED_INDEX
 from distillery.ml.train.config import LoraOptions, TrainConfig, TrainResult
 from distillery.ml.train.launch import launch_training
 from distillery.ml.train.lora import apply_lora, merge_lora_state
@@ -308,7 +308,12 @@ def test_sharded_checkpoint_resumes_on_two_ranks_and_on_one(
         )
     last = sorted((tmp_path / "ckpt").glob("run-*/step-*"))[-1]
     assert last.name == "step-00000009"
-    assert (last / SHARDED_DIR / ".metadata").is_file()
+    # Each rank's rows as safetensors and a JSON index; no pickle anywhere.
+    assert sorted(p.name for p in (last / SHARDED_DIR).iterdir()) == [
+        SHARDED_INDEX,
+        "rank-00000.safetensors",
+        "rank-00001.safetensors",
+    ]
     assert not (last / WEIGHTS_FILE).exists()  # no rank held the whole model
     shutil.copytree(tmp_path / "ckpt", tmp_path / "ckpt_one")
 

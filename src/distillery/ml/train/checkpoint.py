@@ -10,7 +10,7 @@ Layout under ``checkpoint_dir``::
             meta.json             hash, step, best epoch and the sha256 of every
                                   file above and of the best epoch's files; last
             sharded/              FSDP2 only, instead of the weights and optimizer:
-                                  every rank's shards (torch.distributed.checkpoint)
+                                  every rank's rows as safetensors, and index.json
         best-epoch-0002/          weights of the best validation epoch so far
 
 ``meta.json`` is written last, so a folder without it is incomplete. Resuming checks
@@ -18,7 +18,9 @@ every recorded sha256: a truncated or altered file (the step's weights or state,
 the best epoch's weights the run would end with) makes the checkpoint skipped, with
 a warning naming the file, in favour of the newest one that checks out.
 ``state.pt`` holds only tensors and plain containers and is read with
-``torch.load(weights_only=True)``, so a tampered file cannot run code on load.
+``torch.load(weights_only=True)``, weights are safetensors and the rest JSON, so a
+tampered file cannot run code on load. A checkpoint without checksums, or with sharded
+state in the older DCP layout (whose metadata is a pickle), is not used.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from distillery.checksums import first_mismatch, folder_digests
@@ -49,6 +52,7 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 RUN_FILE = "run.json"
 SHARDED_DIR = "sharded"
+SHARDED_INDEX = "index.json"  # in SHARDED_DIR: the tensors each rank file holds
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _BEST_DIR = re.compile(r"^best-epoch-(\d{4})$")
 
@@ -225,8 +229,7 @@ class CheckpointManager:
         """Check a checkpoint's config hash and the sha256 of each of its files.
 
         The best epoch's weights it refers to are checked too: a resumed run ends
-        with them. A checkpoint written before checksums were recorded is accepted
-        with a warning.
+        with them. A checkpoint written before checksums were recorded is refused.
 
         Returns:
             None when it checks out, else what is wrong, naming the file.
@@ -240,12 +243,16 @@ class CheckpointManager:
                 f"expected {self.run_hash}"
             )
         if "files" not in meta:
-            logger.warning(
-                "Checkpoint %s has no checksums (written by an older version); "
-                "using it unverified",
-                checkpoint.path,
+            return (
+                f"{checkpoint.path / META_FILE} records no checksums (written by an "
+                "older version), so its files cannot be verified"
             )
-            return None
+        sharded = checkpoint.path / SHARDED_DIR
+        if sharded.is_dir() and not (sharded / SHARDED_INDEX).is_file():
+            return (
+                f"{sharded} has no {SHARDED_INDEX}: sharded state in the older DCP "
+                "layout, whose metadata is a pickle, is not loaded"
+            )
         return first_mismatch(checkpoint.path, meta["files"]) or first_mismatch(
             self.run_dir, meta.get("best_files") or {}
         )
@@ -376,8 +383,14 @@ class CheckpointManager:
             raise CheckpointError(problem)
         state = load_state(checkpoint.path / STATE_FILE)
         weights_file = checkpoint.path / WEIGHTS_FILE
-        weights = load_file(str(weights_file)) if weights_file.is_file() else None
-        return weights, state
+        if not weights_file.is_file():
+            return None, state
+        try:
+            return load_file(str(weights_file)), state
+        except (OSError, SafetensorError) as err:
+            raise CheckpointError(
+                f"{weights_file} is not a readable safetensors file ({err})"
+            ) from err
 
     def _prune(self, best_epoch: int | None) -> None:
         """Drop all but the newest ``keep`` checkpoints and unreferenced best weights."""

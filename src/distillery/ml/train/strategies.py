@@ -7,8 +7,8 @@ The loop in :mod:`distillery.ml.train.loop` talks to a :class:`Strategy` only:
 - :meth:`Strategy.no_sync` skips the gradient exchange on accumulation micro-steps;
 - :meth:`Strategy.clip_grad_norm` clips the global gradient norm;
 - :meth:`Strategy.restore` / :meth:`Strategy.save_checkpoint` read and write
-  resumable checkpoints (DDP: one safetensors file from rank 0; FSDP2: shards
-  through ``torch.distributed.checkpoint``);
+  resumable checkpoints (DDP: one safetensors file from rank 0; FSDP2: every
+  rank's rows as safetensors with a JSON index, :mod:`distillery.ml.train.sharded`);
 - :meth:`Strategy.export_model` gives rank 0 a plain :class:`TextClassifier` with
   consolidated weights and merged adapters, which is what gets saved.
 """
