@@ -122,7 +122,10 @@ def test_select_best_picks_the_passing_candidate_with_the_best_f1(
         # Higher F1 but too slow: must not win.
         make_evaluation("slow", macro_f1=0.800, size_bytes=10_000_000, p50=9.0),
     ]
-    assert select_best(candidates, teacher, GATES).name == "best"
+    assert (
+        select_best(candidates, teacher, GATES, *_validation(candidates, teacher)).name
+        == "best"
+    )
 
 
 def test_select_best_breaks_ties_by_size(teacher: ModelEvaluation) -> None:
@@ -131,7 +134,10 @@ def test_select_best_breaks_ties_by_size(teacher: ModelEvaluation) -> None:
         make_evaluation("small", macro_f1=0.79, size_bytes=12_000_000, p50=3.0),
         make_evaluation("bigger", macro_f1=0.79, size_bytes=22_000_000, p50=1.0),
     ]
-    assert select_best(candidates, teacher, GATES).name == "small"
+    assert (
+        select_best(candidates, teacher, GATES, *_validation(candidates, teacher)).name
+        == "small"
+    )
 
 
 def test_select_best_raises_a_table_of_every_candidate(
@@ -143,7 +149,7 @@ def test_select_best_raises_a_table_of_every_candidate(
         make_evaluation("slow", macro_f1=0.79, size_bytes=10_000_000, p50=8.0),
     ]
     with pytest.raises(GateError) as info:
-        select_best(candidates, teacher, GATES)
+        select_best(candidates, teacher, GATES, *_validation(candidates, teacher))
 
     assert isinstance(info.value, RuntimeError)
     lines = str(info.value).splitlines()
@@ -160,4 +166,19 @@ def test_select_best_raises_a_table_of_every_candidate(
 
 def test_select_best_needs_candidates(teacher: ModelEvaluation) -> None:
     with pytest.raises(ValueError, match="at least one"):
-        select_best([], teacher, GATES)
+        select_best([], teacher, GATES, {}, teacher.macro_f1)
+
+
+def test_select_best_never_ranks_on_test_scores(teacher: ModelEvaluation) -> None:
+    candidates = [make_evaluation("ok", macro_f1=0.785, size_bytes=10_000_000, p50=2.0)]
+    with pytest.raises(ValueError, match="never falls back to test"):
+        select_best(candidates, teacher, GATES, None, None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no validation macro-F1 for candidate ok"):
+        select_best(candidates, teacher, GATES, {"other": 0.8}, 0.8)
+
+
+def _validation(
+    candidates: list[ModelEvaluation], teacher: ModelEvaluation
+) -> tuple[dict[str, float], float]:
+    """Validation scores equal to the test ones, so the expectations above hold."""
+    return {c.name: c.macro_f1 for c in candidates}, teacher.macro_f1

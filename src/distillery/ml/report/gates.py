@@ -145,42 +145,45 @@ def select_best(
     candidates: list[ModelEvaluation],
     reference: ModelEvaluation,
     gates: Gates,
-    val_f1: Mapping[str, float] | None = None,
-    reference_val_f1: float | None = None,
+    val_f1: Mapping[str, float],
+    reference_val_f1: float,
 ) -> ModelEvaluation:
-    """The passing candidate with the highest macro-F1 (ties: the smaller one).
+    """The passing candidate with the highest validation macro-F1 (ties: the smaller).
+
+    The choice and the F1 gate use validation scores only; the evaluations' test
+    scores are reported, never chosen on.
 
     Args:
         candidates: Evaluations to choose from.
         reference: What the chosen model replaces.
         gates: The thresholds.
-        val_f1: Validation macro-F1 by candidate name. When given, the choice and the
-            F1 gate use it (with ``reference_val_f1``) instead of the evaluations'
-            test scores, which are then only reported.
+        val_f1: Validation macro-F1 by candidate name.
         reference_val_f1: The reference's validation macro-F1.
 
     Returns:
         The chosen candidate.
 
     Raises:
-        ValueError: If ``candidates`` is empty.
+        ValueError: If ``candidates`` is empty, or a validation score is missing
+            (there is no fallback to test scores).
         GateError: If no candidate passes; the message has one row per candidate
             with its ratios and missed gates.
     """
     if not candidates:
         raise ValueError("select_best needs at least one candidate")
-    if (val_f1 is None) != (reference_val_f1 is None):
-        raise ValueError("give val_f1 and reference_val_f1 together")
+    if val_f1 is None or reference_val_f1 is None:
+        raise ValueError(
+            "select_best chooses on validation macro-F1: give val_f1 and "
+            "reference_val_f1 (it never falls back to test scores)"
+        )
 
-    def f1s(c: ModelEvaluation) -> dict[str, float | None]:
-        if val_f1 is None:
-            return {}
+    def f1s(c: ModelEvaluation) -> dict[str, float]:
         if c.name not in val_f1:
             raise ValueError(f"no validation macro-F1 for candidate {c.name}")
         return {"f1": val_f1[c.name], "reference_f1": reference_val_f1}
 
     def score(c: ModelEvaluation) -> float:
-        return c.macro_f1 if val_f1 is None else val_f1[c.name]
+        return val_f1[c.name]
 
     missed = {c.name: check_gates(c, reference, gates, **f1s(c)) for c in candidates}
     passing = [c for c in candidates if not missed[c.name]]
@@ -190,7 +193,7 @@ def select_best(
             "Selected %s (%s): %s macro-F1 %.4f, %s",
             best.name,
             best.form,
-            "test" if val_f1 is None else "validation",
+            "validation",
             score(best),
             {k: round(v, 3) for k, v in ratios(best, reference, **f1s(best)).items()},
         )
