@@ -68,6 +68,10 @@ def test_result_holds_frames_counts_outcomes_and_examples() -> None:
         "quarantined.unknown_label": 1,
         "class.neg": 3,
         "class.pos": 4,
+        "pii.email": 0,
+        "pii.card": 0,
+        "pii.ip": 0,
+        "pii.phone": 0,
     }
     assert result.quarantine_examples == {
         "blank_text": ["  "],
@@ -84,6 +88,30 @@ def test_result_holds_frames_counts_outcomes_and_examples() -> None:
     assert result.repaired["source_row"].tolist() == [6]
     assert result.outcomes[0].name == "non_empty_input"
     assert {"min_classes", "min_rows_per_class"} <= {o.name for o in result.outcomes}
+
+
+def test_personal_data_in_clean_texts_is_replaced_and_counted() -> None:
+    rows = [("mail jo@example.com or call 212-555-0199", "pos"), ("fine", "pos")]
+    rows += [("card 4111 1111 1111 1111 was charged", "neg"), ("ok", "neg")]
+    frame = _frame(rows)
+    options = ValidateOptions(min_rows_per_class=1)
+
+    result = validate_frame(frame, FILE, options)
+
+    assert result.clean["text"].tolist() == [
+        "mail [EMAIL] or call [PHONE]",
+        "fine",
+        "card [CARD] was charged",
+        "ok",
+    ]
+    assert result.clean["text"].dtype == frame["text"].dtype
+    pii = {k: v for k, v in result.counts.items() if k.startswith("pii.")}
+    assert pii == {"pii.email": 1, "pii.card": 1, "pii.ip": 0, "pii.phone": 1}
+    kept = validate_frame(
+        frame, FILE, ValidateOptions(min_rows_per_class=1, scrub_pii=False)
+    )
+    assert kept.clean["text"].tolist() == frame["text"].tolist()
+    assert not any(k.startswith("pii.") for k in kept.counts)
 
 
 def test_input_frame_is_not_modified() -> None:

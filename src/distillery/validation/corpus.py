@@ -2,8 +2,10 @@
 
 The sequence every run follows, in order: the input must not be empty; texts with
 undecodable bytes are repaired where enough remains to read; the row rules run on the
-repaired texts and failing rows are quarantined with a reason; the class contracts run
-on the clean rows. The result carries everything the report and the summary need.
+repaired texts and failing rows are quarantined with a reason; personal data in the
+clean texts (e-mails, phone and card numbers, IP addresses) is replaced by typed
+placeholders and counted; the class contracts run on the clean rows. The result carries
+everything the report and the summary need.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from distillery.ml.data.drift import data_profile
+from distillery.ml.data.pii import scrub_texts
 from distillery.ml.train.options import options_from_params
 from distillery.validation.quarantine import split_quarantine
 from distillery.validation.repair import RepairOptions, repair_texts
@@ -44,6 +47,7 @@ class ValidateOptions:
     skip_row_rules: tuple[str, ...] = ()
     report_examples: int = 3
     repair: RepairOptions | None = RepairOptions()
+    scrub_pii: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.repair, dict):
@@ -86,7 +90,8 @@ class ValidationResult:
         repaired: One row per repaired text: ``source_row``, ``original``,
             ``repaired``, ``damaged_share``.
         counts: Rows in, clean, quarantined and repaired, then per quarantine reason
-            (``quarantined.<reason>``) and per clean class (``class.<label>``).
+            (``quarantined.<reason>``), per clean class (``class.<label>``) and, when
+            the scrub is on, personal data replaced per type (``pii.<type>``).
         outcomes: Every contract and row rule that ran, in the order they ran.
         quarantine_examples: Up to ``report_examples`` texts per quarantine reason.
         repair_examples: Up to ``report_examples`` ``(original, repaired)`` texts.
@@ -156,6 +161,12 @@ def validate_frame(
     reasons, row_outcomes = find_row_failures(frame, rule_options)
     outcomes += row_outcomes
     clean, quarantined = split_quarantine(frame, reasons)
+    replaced: dict[str, int] = {}
+    if options.scrub_pii:
+        text, replaced = scrub_texts(clean["text"])
+        clean = clean.assign(
+            text=pd.Series(text, index=clean.index, dtype=clean["text"].dtype)
+        )
     outcomes += check_classes(
         clean, options.min_classes, options.min_rows_per_class, file
     )
@@ -166,7 +177,8 @@ def validate_frame(
         clean=clean,
         quarantined=quarantined,
         repaired=repaired,
-        counts=_counts(len(frame), clean, quarantined, len(repairs), file),
+        counts=_counts(len(frame), clean, quarantined, len(repairs), file)
+        | {f"pii.{kind}": count for kind, count in replaced.items()},
         outcomes=outcomes,
         quarantine_examples=_quarantine_examples(quarantined, options.report_examples),
         repair_examples=[
