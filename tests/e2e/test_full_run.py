@@ -83,3 +83,30 @@ def test_kedro_run_all_stages_registers_a_student(full_run) -> None:
     )
     record = json.loads(answer.stdout.splitlines()[0])
     assert record["label"] in {"negative", "neutral", "positive"}
+
+
+def test_the_release_explains_its_student_and_audits_its_privacy(full_run) -> None:
+    project = full_run.project
+    assert full_run.resumed is not None and full_run.resumed.returncode == 0
+    reporting = project / "data" / "08_reporting"
+    card = (reporting / "model_card.md").read_text()
+    # Why the student decides as it does, and what its training data may leak.
+    explained = json.loads((reporting / "explanations.json").read_text())
+    assert explained["texts"] == explained["deletion"]["texts"] > 0
+    assert 0 <= explained["agreement"]["top_k_overlap"] <= 1
+    assert len(explained["examples"]) == 5
+    page = (reporting / "explanations.html").read_text()
+    assert page.count("<p><b>") == 5
+    privacy = json.loads((reporting / "privacy_audit.json").read_text())
+    assert {"student", "teacher"} <= set(privacy)
+    assert all(0 <= privacy[m]["auc"] <= 1 for m in ("student", "teacher"))
+    assert "## Why it decides as it does" in card and "(explanations.html)" in card
+    assert "## Privacy" in card and "replaced by placeholders before training" in card
+    validation = json.loads((reporting / "validation_summary.json").read_text())
+    assert {f"pii.{kind}" for kind in ("email", "phone", "card", "ip")} <= set(
+        validation["counts"]
+    )
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("distillery-student", "challenger")
+    released = client.get_run(version.run_id).data.metrics
+    assert {"explain.deletion_auc_gain", "privacy.student_auc"} <= set(released)

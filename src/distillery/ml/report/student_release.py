@@ -12,6 +12,8 @@ from typing import Any
 from distillery.ml.compress.distill import StudentRecipe
 from distillery.ml.compress.forms import ONNX_FORMS, TEACHER, onnx_file
 from distillery.ml.report.evaluation import Gates, ModelEvaluation, ratios, select_best
+from distillery.ml.report.explanations import explanations_markdown
+from distillery.ml.report.privacy import privacy_markdown
 from distillery.ml.report.reporting import (
     comparison_table_markdown,
     model_card_markdown,
@@ -157,6 +159,25 @@ def student_model_card(
         registry=registered_student,
     )
     return card + _every_form_section(evaluations, selected_student["reference"])
+
+
+def with_audits(
+    card: str,
+    explanations: dict[str, Any],
+    privacy: dict[str, Any],
+    validation_summary: dict[str, Any],
+) -> str:
+    """The card followed by why the student decides as it does and what its
+    training data may leak (:mod:`~distillery.ml.report.explanations`,
+    :mod:`~distillery.ml.report.privacy`)."""
+    return "\n".join(
+        [
+            card.rstrip("\n"),
+            "",
+            explanations_markdown(explanations),
+            privacy_markdown(privacy, validation_summary["counts"]),
+        ]
+    )
 
 
 def _teacher_lineage(

@@ -1,5 +1,6 @@
 """The teacher in the runtime that computes its cached distillation targets: PyTorch,
-or ONNX Runtime over one of its exported graphs held in memory (catalog bytes)."""
+or ONNX Runtime over one of its exported graphs held in memory (catalog bytes); and
+the released student beside its ONNX teacher, for the release's audits."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from distillery.ml.compress.teacher_cache import teacher_graph
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.models.modeling import TextClassifier
 from distillery.ml.serve.inference import OnnxPredictor
+from distillery.ml.serve.serving import load_onnx_predictor
 
 
 @contextmanager
@@ -71,3 +73,33 @@ def teacher_runtime(
         num_threads=torch.get_num_threads(),
     ) as predictor:
         yield predictor
+
+
+@contextmanager
+def release_predictors(
+    bundle: str | Path,
+    teacher_onnx: dict[str, bytes],
+    tokenizer: Any,
+    *,
+    num_threads: int,
+) -> Iterator[tuple[OnnxPredictor, OnnxPredictor]]:
+    """The released student (its serving bundle) and the ONNX Runtime fp32 teacher.
+
+    The student normalises raw text itself; the teacher reads texts as given, so give
+    it normalised ones.
+
+    Args:
+        bundle: The student's serving bundle folder.
+        teacher_onnx: The teacher's ONNX files (``teacher.onnx`` is the fp32 one).
+        tokenizer: The teacher's fast tokenizer.
+        num_threads: ONNX Runtime intra-op threads of each.
+
+    Yields:
+        ``(student, teacher)``.
+    """
+    name = onnx_file(TEACHER, "onnx-fp32")
+    student = load_onnx_predictor(bundle, num_threads=num_threads)
+    with onnx_predictor(
+        teacher_onnx[name], name, tokenizer, num_threads=num_threads
+    ) as teacher:
+        yield student, teacher

@@ -9,6 +9,7 @@ tokenised again from the same texts with the students' tokenizer.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pandas as pd
@@ -20,14 +21,23 @@ from distillery.ml.compress.student_distillation import distill_recipes
 from distillery.ml.compress.teacher_cache import distillation_rows, label_with_teacher
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.report.evaluation import ModelEvaluation
+from distillery.ml.report.explanations import (
+    ExplainOptions,
+    explain_release,
+    explanation_metrics,
+)
+from distillery.ml.report.privacy import PrivacyOptions, audit_release
 from distillery.ml.report.student_release import (
     release_tags,
     select_student_export,
     student_model_card,
+    with_audits,
 )
 from distillery.ml.serve.form_scores import export_scored_forms
 from distillery.ml.serve.serving import log_and_register
-from distillery.ml.serve.teacher_runtime import teacher_runtime
+from distillery.ml.serve.teacher_runtime import release_predictors, teacher_runtime
+from distillery.ml.train.options import options_from_params
+from distillery.tracking import as_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +50,7 @@ def export_teacher(
     """The teacher as a user would deploy it without distillery: ONNX Runtime fp32
     (graph-optimised) and ONNX Runtime dynamic int8, per channel (quantisation only).
 
-    Evaluation measures both beside the students, and the gates compare with them;
-    the int8 form also caches the distillation logits when it agrees with fp32 on
-    ``min_int8_agreement`` of ``teacher_check_rows`` validation rows.
+    Evaluation measures both beside the students and the gates compare with them.
 
     Returns:
         ``{"teacher.onnx": bytes, "teacher.int8.onnx": bytes}`` and
@@ -68,14 +76,10 @@ def cache_teacher_logits(
 ) -> pd.DataFrame:
     """Compute the teacher's logits once for the distillation set (length-sorted batches).
 
-    By default (``logits_source: auto``) the ONNX Runtime int8 teacher computes them
-    when its predictions agree with the fp32 teacher's on at least
-    ``min_int8_agreement`` of the checked validation rows (measured by
-    :func:`export_teacher`); it is several times faster than PyTorch on a CPU.
-
-    The teacher reads the rows as its own tokenizer prepared them; when the students
-    have their own backbone, the returned rows are tokenised again with its tokenizer
-    (same texts, same logits).
+    ``logits_source: auto`` uses the ONNX Runtime int8 teacher where it agrees with
+    fp32 on ``min_int8_agreement`` of the checked validation rows (several times
+    faster than PyTorch on a CPU). Students with their own backbone get the rows
+    tokenised again with its tokenizer (same texts, same logits).
 
     Returns:
         The training rows (a seeded sample of ``distill_samples`` if set) with a
@@ -119,11 +123,9 @@ def distill_students(
     student_input_val: pd.DataFrame,
     compress_options: dict[str, Any],
 ) -> tuple[dict[str, ClassifierArtifact], dict[str, Any], dict[str, Any]]:
-    """Build each student (pruned vocabulary, kept layers/width) and distil it.
-
-    Students are cut from the teacher, or from their own backbone when the teacher
-    is not BERT-shaped (``student_backbone``). Distillation runs the train stage's
-    DDP loop with ``loss: kd`` on cached teacher logits.
+    """Cut each student from the teacher (or from ``student_backbone`` when the
+    teacher is not BERT-shaped) and distil it with the train stage's DDP loop
+    (``loss: kd``) on the cached teacher logits.
 
     Returns:
         The distilled students by name, their MLflow metric curves and a summary.
@@ -139,13 +141,9 @@ def export_students(
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Export every student to ONNX (fp32, parity-checked) and ONNX Runtime int8.
 
-    ``student_input_val`` is the validation split tokenised for the students
-    (:func:`tokenize_student_val`).
-
     Returns:
         ``{"<name>.onnx": bytes, "<name>.int8.onnx": bytes}`` and a report per
-        student: parity (max abs logit difference), int8-vs-fp32 agreement and
-        macro-F1 of both forms on the whole validation split, sizes.
+        student: parity, int8-vs-fp32 agreement, validation macro-F1 of both, sizes.
 
     Raises:
         RuntimeError: if an fp32 export differs from PyTorch by more than the tolerance.
@@ -176,10 +174,9 @@ def select_student(
 ) -> dict[str, Any]:
     """Pick the best student export on *validation* that passes every gate.
 
-    Candidates are the ONNX forms (what gets served). The choice and the F1 gate use
-    validation macro-F1 (student export / fine-tuned teacher); size and latency are
-    measured against ``gates.reference``, by default the teacher in ONNX Runtime fp32
-    (what one deploys without distillery). The test scores are only reported.
+    Candidates are the ONNX forms. The choice and the F1 gate use validation
+    macro-F1; size and latency are measured against ``gates.reference`` (the ONNX
+    Runtime fp32 teacher by default). The test scores are only reported.
 
     Raises:
         GateError: no candidate passes; the message tables each candidate's ratios and
@@ -217,12 +214,8 @@ def register_student(
     teacher_train_summary: dict[str, Any],
     registry: dict[str, Any],
 ) -> dict[str, Any]:
-    """Register the bundle as an MLflow pyfunc and point the alias (``challenger``) at it.
-
-    The version is tagged with the corpus hash and data profile it was distilled on
-    and the profile of its teacher's data, which the scheduled retraining compares
-    the next corpus with.
-    """
+    """Register the bundle as an MLflow pyfunc and point the alias (``challenger``) at it,
+    tagged with the data it and its teacher saw (scheduled retraining compares)."""
     tags = release_tags(selected_student, validation_summary, teacher_train_summary)
     info = log_and_register(
         student_onnx_bundle, registry["name"], registry["alias"], tags=tags
@@ -233,6 +226,56 @@ def register_student(
     return info
 
 
+def explain_student(
+    student_onnx_bundle: str,
+    teacher_onnx: dict[str, bytes],
+    teacher_model: ClassifierArtifact,
+    model_input_test: pd.DataFrame,
+    explain_options: dict[str, Any],
+) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The student's word attributions on the test split, how faithful and how like
+    its teacher's: ``explanations.json``, the HTML examples, MLflow metrics."""
+    options = options_from_params(ExplainOptions, explain_options, "explain_options")
+    with release_predictors(
+        student_onnx_bundle, teacher_onnx, teacher_model.tokenizer, num_threads=_CORES
+    ) as (student, teacher):
+        report, page = explain_release(
+            student,
+            teacher,
+            model_input_test["text"].tolist(),
+            student.encoder.normalize,
+            options,
+        )
+    return report, page, as_metrics(explanation_metrics(report))
+
+
+def audit_privacy(
+    student_onnx_bundle: str,
+    teacher_onnx: dict[str, bytes],
+    teacher_model: ClassifierArtifact,
+    model_input_train: pd.DataFrame,
+    model_input_test: pd.DataFrame,
+    privacy_options: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Membership inference against the student and its teacher on the same training
+    and test rows: ``privacy_audit.json`` and its MLflow metrics."""
+    options = options_from_params(PrivacyOptions, privacy_options, "privacy_options")
+    with release_predictors(
+        student_onnx_bundle, teacher_onnx, teacher_model.tokenizer, num_threads=_CORES
+    ) as (student, teacher):
+        report = audit_release(
+            {"student": student, "teacher": teacher},
+            (model_input_train["text"].tolist(), model_input_train["label"].tolist()),
+            (model_input_test["text"].tolist(), model_input_test["label"].tolist()),
+            options,
+        )
+    metrics = {f"{name}_auc": report[name]["auc"] for name in ("student", "teacher")}
+    return report, as_metrics(metrics)
+
+
+_CORES = os.cpu_count() or 1  # the audits' predictions use every core; none is timed
+
+
 def write_model_card(  # noqa: PLR0913 - the card gathers lineage from every stage
     selected_student: dict[str, Any],
     model_evaluations: list[dict[str, Any]],
@@ -240,9 +283,12 @@ def write_model_card(  # noqa: PLR0913 - the card gathers lineage from every sta
     validation_summary: dict[str, Any],
     teacher_train_summary: dict[str, Any],
     registered_student: dict[str, Any],
+    student_explanations: dict[str, Any],
+    privacy_audit: dict[str, Any],
 ) -> str:
-    """``model_card.md``: lineage, what each step cost and saved, use and limits."""
-    return student_model_card(
+    """``model_card.md``: lineage, what each step cost and saved, use and limits; why
+    the student decides as it does and what its training data may leak."""
+    card = student_model_card(
         selected_student,
         [ModelEvaluation.from_dict(e) for e in model_evaluations],
         source_manifest,
@@ -250,3 +296,4 @@ def write_model_card(  # noqa: PLR0913 - the card gathers lineage from every sta
         teacher_train_summary,
         registered_student,
     )
+    return with_audits(card, student_explanations, privacy_audit, validation_summary)

@@ -6,11 +6,13 @@ and ``release`` gates, packages and registers a student from that evaluation. A
 namespace that another stage interrupts would make the Airflow task groups a cycle.
 """
 
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Node, Pipeline, node
 
 from distillery.pipelines.compress.nodes import (
+    audit_privacy,
     cache_teacher_logits,
     distill_students,
+    explain_student,
     export_students,
     export_teacher,
     package_student,
@@ -107,8 +109,43 @@ def _compress() -> Pipeline:
     )
 
 
+# The release namespace's datasets and parameters keep their catalog names.
+_RELEASE_INPUTS = {
+    "model_evaluations",
+    "export_report",
+    "student_onnx",
+    "distilled_students",
+    "teacher_train_summary",
+    "validation_summary",
+    "source_manifest",
+    "teacher_onnx",
+    "teacher_model",
+    "model_input_train",
+    "model_input_test",
+}
+_RELEASE_OUTPUTS = {
+    "selected_student",
+    "student_onnx_bundle",
+    "registered_student",
+    "student_explanations",
+    "explanations_page",
+    "explain_metrics",
+    "privacy_audit",
+    "privacy_metrics",
+    "model_card",
+}
+_RELEASE_PARAMETERS = {
+    "compress_options",
+    "compress_options.registry",
+    "preprocess",
+    "explain_options",
+    "privacy_options",
+}
+
+
 def _release() -> Pipeline:
-    """Gate on the evaluation, package the serving bundle, register, write the card."""
+    """Gate on the evaluation, package the serving bundle, register, explain and audit
+    the student, write the card."""
     return Pipeline(
         [
             node(
@@ -145,6 +182,7 @@ def _release() -> Pipeline:
                 outputs="registered_student",
                 name="register_student_node",
             ),
+            *_audit_nodes(),
             node(
                 func=write_model_card,
                 inputs=[
@@ -154,27 +192,51 @@ def _release() -> Pipeline:
                     "validation_summary",
                     "teacher_train_summary",
                     "registered_student",
+                    "student_explanations",
+                    "privacy_audit",
                 ],
                 outputs="model_card",
                 name="write_model_card_node",
             ),
         ],
         namespace="release",
-        inputs={
-            "model_evaluations",
-            "export_report",
-            "student_onnx",
-            "distilled_students",
-            "teacher_train_summary",
-            "validation_summary",
-            "source_manifest",
-        },
-        outputs={
-            "selected_student",
-            "student_onnx_bundle",
-            "registered_student",
-            "model_card",
-        },
-        parameters={"compress_options", "compress_options.registry", "preprocess"},
+        inputs=_RELEASE_INPUTS,
+        outputs=_RELEASE_OUTPUTS,
+        parameters=_RELEASE_PARAMETERS,
         tags="compress",
     )
+
+
+def _audit_nodes() -> list[Node]:
+    """Explain the released student and audit what its training data may leak."""
+    return [
+        node(
+            func=explain_student,
+            inputs=[
+                "student_onnx_bundle",
+                "teacher_onnx",
+                "teacher_model",
+                "model_input_test@pandas",
+                "params:explain_options",
+            ],
+            outputs=[
+                "student_explanations",
+                "explanations_page",
+                "explain_metrics",
+            ],
+            name="explain_student_node",
+        ),
+        node(
+            func=audit_privacy,
+            inputs=[
+                "student_onnx_bundle",
+                "teacher_onnx",
+                "teacher_model",
+                "model_input_train@pandas",
+                "model_input_test@pandas",
+                "params:privacy_options",
+            ],
+            outputs=["privacy_audit", "privacy_metrics"],
+            name="audit_privacy_node",
+        ),
+    ]
