@@ -20,6 +20,7 @@ import pytest
 from distillery.checksums import write_manifest
 from distillery.ml.compress.export import export_onnx
 from distillery.ml.models.modeling import load_tokenizer
+from distillery.ml.serve.explain import leave_one_out
 from distillery.ml.serve.serving import load_onnx_predictor, save_onnx_bundle
 from distillery.predict import find_latest_bundle, format_prediction, main
 
@@ -347,3 +348,50 @@ def test_no_texts_from_a_terminal_is_a_usage_error(
 
     assert exit_info.value.code == 2
     assert "pipe texts on stdin" in capsys.readouterr().err
+
+
+def test_explain_prints_every_word_with_its_weight(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    texts = ["the flight was great", "@delta lost my bag http://t.co/x"]
+    assert main(["--model", str(bundle), "--explain", *texts]) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4  # a prediction line, then its why: line
+    predictor = load_onnx_predictor(bundle)
+    expected = leave_one_out(predictor, texts, normalize=predictor.encoder.normalize)
+    for i, explanation in enumerate(expected):
+        label, _, echoed = lines[2 * i].split("\t")
+        assert (label, echoed) == (explanation.label, texts[i])
+        why = lines[2 * i + 1].removeprefix("\twhy: ").split(" ")
+        assert why == [
+            f"{w}({v:+.3f})"
+            for w, v in zip(explanation.words, explanation.weights, strict=True)
+        ]
+    assert expected[1].words[0] == "@user"  # weighed as the model reads the text
+
+
+def test_explain_in_json_and_as_a_top_tokens_column(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--model", str(bundle), "--explain", "--json", "so very late"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert [word for word, _ in record["explanation"]] == ["so", "very", "late"]
+
+    source, output = tmp_path / "t.txt", tmp_path / "explained.parquet"
+    source.write_text("great crew\nlost my bag again\n")
+    assert (
+        main(
+            ["--model", str(bundle), "--explain", "-i", str(source), "-o", str(output)]
+        )
+        == 0
+    )
+    frame = pd.read_parquet(output)
+    predictor = load_onnx_predictor(bundle)
+    expected = leave_one_out(
+        predictor,
+        ["great crew", "lost my bag again"],
+        normalize=predictor.encoder.normalize,
+    )
+    assert frame["top_tokens"].tolist() == [e.top_tokens(3) for e in expected]
+    assert frame.columns[-1] == "top_tokens"

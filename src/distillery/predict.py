@@ -7,6 +7,7 @@ Usage::
     python -m distillery.predict --input tweets.txt            # one text per line
     python -m distillery.predict --input tweets.csv --column body --output out.parquet
     cat tweets.txt | python -m distillery.predict --output out.jsonl
+    python -m distillery.predict --explain "the flight was delayed again"
 
 Texts come from the command line, from ``--input`` (``.txt``: one per line;
 ``.csv``, ``.parquet``, ``.jsonl``: the column named by ``--column``, default
@@ -15,6 +16,11 @@ input when it is not a terminal. Results go to standard output (a line per text)
 or, with ``--output``, to a ``.csv``, ``.parquet`` or ``.jsonl`` file holding
 ``text``, ``label`` and one ``prob_<label>`` column per class, row *i* for input
 row *i*. File and standard-input runs show a progress bar on standard error.
+
+``--explain`` adds, for each text, the weight of every word toward the predicted label
+(leave-one-out: the label's probability drop without the word; about one prediction
+per word): a ``why:`` line after each printed line, an ``explanation`` list in JSON,
+and a ``top_tokens`` column (the three heaviest words) in an ``--output`` file.
 
 By default the newest bundle written by ``kedro run`` is used:
 ``data/06_models/student_onnx/<version>/student_onnx/`` relative to the current
@@ -77,7 +83,11 @@ def find_latest_bundle(root: str | Path) -> Path | None:
 
 
 def format_prediction(
-    text: str, labels: Sequence[str], probabilities: Sequence[float], as_json: bool
+    text: str,
+    labels: Sequence[str],
+    probabilities: Sequence[float],
+    as_json: bool,
+    explanation: Any = None,
 ) -> str:
     """One output line: the label, every class probability and the text.
 
@@ -86,18 +96,34 @@ def format_prediction(
         labels: Class names.
         probabilities: One probability per class, in the order of ``labels``.
         as_json: Write a JSON object instead of tab-separated text.
+        explanation: The text's :class:`~distillery.ml.serve.explain.Explanation`,
+            if asked for: a ``why:`` line follows (or an ``explanation`` list of
+            ``[word, weight]`` in JSON).
 
     Returns:
-        The line, without a newline.
+        The line (two with an explanation, as text), without a final newline.
     """
     probs = {name: float(p) for name, p in zip(labels, probabilities, strict=True)}
     label = max(probs, key=probs.__getitem__)
     if as_json:
-        return json.dumps(
-            {"text": text, "label": label, "probabilities": probs}, ensure_ascii=False
-        )
+        record = {"text": text, "label": label, "probabilities": probs}
+        if explanation is not None:
+            record["explanation"] = [
+                [word, round(weight, 6)]
+                for word, weight in zip(
+                    explanation.words, explanation.weights, strict=True
+                )
+            ]
+        return json.dumps(record, ensure_ascii=False)
     shown = " ".join(f"{name}={p:.4f}" for name, p in probs.items())
-    return f"{label}\t{shown}\t{text}"
+    line = f"{label}\t{shown}\t{text}"
+    if explanation is None:
+        return line
+    words = " ".join(
+        f"{word}({weight:+.3f})"
+        for word, weight in zip(explanation.words, explanation.weights, strict=True)
+    )
+    return f"{line}\n\twhy: {words}"
 
 
 def read_lines(stream: IO[str]) -> list[str]:
@@ -248,6 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar on standard error"
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help=(
+            "also weigh every word toward the predicted label (leave-one-out): a "
+            "why: line per text, or a top_tokens column with --output"
+        ),
+    )
     return parser
 
 
@@ -308,40 +342,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     texts, bulk = _gather_texts(parser, args)
 
     # Imported after argument checks: onnxruntime, torch and mlflow take seconds.
-    import numpy as np  # noqa: PLC0415
-    from tqdm import tqdm  # noqa: PLC0415
-
     from distillery.ml.serve.serving import (  # noqa: PLC0415
         load_onnx_predictor,
         probabilities_frame,
     )
 
     predictor = load_onnx_predictor(bundle, num_threads=args.threads)
-    parts = []
+    proba, explanations = _classify(predictor, texts, args, bulk)
+    if args.output is not None:
+        frame = probabilities_frame(predictor.labels, proba)
+        frame.insert(0, "text", texts)
+        if explanations is not None:
+            frame["top_tokens"] = [e.top_tokens(3) for e in explanations]
+        write_predictions(frame, args.output)
+        sys.stderr.write(f"Wrote {len(texts)} predictions to {args.output}\n")
+        return 0
+    lines = [
+        format_prediction(
+            text,
+            predictor.labels,
+            row,
+            args.json,
+            explanations[i] if explanations is not None else None,
+        )
+        for i, (text, row) in enumerate(zip(texts, proba, strict=True))
+    ]
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    return 0
+
+
+def _classify(
+    predictor: Any, texts: list[str], args: argparse.Namespace, bulk: bool
+) -> tuple[Any, list[Any] | None]:
+    """Probabilities ``(N, C)`` of every text, chunk by chunk under a progress bar,
+    and with ``--explain`` each text's word weights toward its predicted label."""
+    import numpy as np  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from distillery.ml.serve.explain import leave_one_out  # noqa: PLC0415
+
+    parts, explanations = [], []
     with tqdm(
         total=len(texts),
         unit="text",
         file=sys.stderr,
         disable=args.no_progress or not bulk,
-        desc="Classifying",
+        desc="Explaining" if args.explain else "Classifying",
     ) as progress:
         for chunk in _chunks(texts, CHUNK_SIZE):
             parts.append(predictor.predict_proba(chunk))  # (n, C)
+            if args.explain:
+                explanations += leave_one_out(
+                    predictor, chunk, normalize=predictor.encoder.normalize
+                )
             progress.update(len(chunk))
     proba = np.concatenate(parts) if parts else np.empty((0, len(predictor.labels)))
-
-    if args.output is not None:
-        frame = probabilities_frame(predictor.labels, proba)
-        frame.insert(0, "text", texts)
-        write_predictions(frame, args.output)
-        sys.stderr.write(f"Wrote {len(texts)} predictions to {args.output}\n")
-        return 0
-    lines = [
-        format_prediction(text, predictor.labels, row, args.json)
-        for text, row in zip(texts, proba, strict=True)
-    ]
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
-    return 0
+    return proba, explanations if args.explain else None
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 from distillery.ml.compress.export import export_onnx
 from distillery.ml.data.text import normalize_text
 from distillery.ml.models.modeling import load_tokenizer
+from distillery.ml.serve.explain import leave_one_out
 from distillery.ml.serve.inference import OnnxPredictor
 from distillery.ml.serve.registry import promote_if_better
 from distillery.ml.serve.serving import (
@@ -272,6 +273,25 @@ def test_pyfunc_rejects_non_strings_with_a_clear_error(
     # A number is refused by the signature (string column), a None by the model.
     with pytest.raises(MlflowException, match=message):
         served_pyfunc.predict(pd.DataFrame({"text": values}))
+
+
+def test_pyfunc_explains_its_answers_when_asked(
+    served_pyfunc: mlflow.pyfunc.PyFuncModel, bundle: Path
+) -> None:
+    texts = ["@united great flight!! http://t.co/abc", "my bag is lost again"]
+    frame = pd.DataFrame({"text": texts})
+    plain = served_pyfunc.predict(frame)
+    explained = served_pyfunc.predict(frame, params={"explain": True})
+
+    assert "top_tokens" not in plain.columns
+    pd.testing.assert_frame_equal(explained.drop(columns="top_tokens"), plain)
+    predictor = load_onnx_predictor(bundle)
+    expected = leave_one_out(predictor, texts, normalize=predictor.encoder.normalize)
+    assert explained["top_tokens"].tolist() == [e.top_tokens(3) for e in expected]
+    # Each cell names words of the text as the model read it, with signed weights.
+    words = explained["top_tokens"][0].split()
+    assert 1 <= len(words) <= 3
+    assert all(w.rsplit(":", 1)[0] in expected[0].words for w in words)
 
 
 def test_pyfunc_without_a_text_column_names_the_missing_input(

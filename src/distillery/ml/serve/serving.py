@@ -55,6 +55,7 @@ from tokenizers import Tokenizer
 
 from distillery.ml.compress.export import read_metadata
 from distillery.ml.data.text import normalize_text
+from distillery.ml.serve.explain import leave_one_out
 from distillery.ml.serve.inference import OnnxPredictor
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ MODEL_FILE = "model.onnx"
 CONFIG_FILE = "serving.json"
 TOKENIZER_FILE = "tokenizer.json"
 TEXT_COLUMN = "text"
+EXPLAIN_PARAM = "explain"  # predict(params={"explain": True}) adds TOP_TOKENS_COLUMN
+TOP_TOKENS_COLUMN = "top_tokens"
 LABEL_COLUMN = "label"
 PROB_PREFIX = "prob_"
 BUNDLE_ARTIFACT = "bundle"  # key of the bundle folder in the pyfunc's artifacts
@@ -328,10 +331,14 @@ class DistilleryOnnxModel(mlflow.pyfunc.PythonModel):
                 ``PyFuncModel`` MLflow first enforces the signature (a ``text``
                 column), so pass a DataFrame, records or a Series named ``text``
                 there; the scoring server also takes ``{"inputs": ["..."]}``.
-            params: Unused.
+            params: ``{"explain": True}`` adds a ``top_tokens`` column: the three
+                words that weigh most toward each text's label, with their weights
+                (leave-one-out, :mod:`distillery.ml.serve.explain`); it costs about
+                one prediction per word.
 
         Returns:
-            ``label`` and ``prob_<label>`` columns, one row per text.
+            ``label`` and ``prob_<label>`` columns (and ``top_tokens`` when asked),
+            one row per text.
 
         Raises:
             RuntimeError: If called before ``load_context``.
@@ -347,7 +354,13 @@ class DistilleryOnnxModel(mlflow.pyfunc.PythonModel):
                 str(error), error_code=INVALID_PARAMETER_VALUE
             ) from error
         proba = self._predictor.predict_proba(texts)  # (N, C)
-        return probabilities_frame(self._predictor.labels, proba)
+        frame = probabilities_frame(self._predictor.labels, proba)
+        if (params or {}).get(EXPLAIN_PARAM):
+            explained = leave_one_out(
+                self._predictor, texts, normalize=self._predictor.encoder.normalize
+            )
+            frame[TOP_TOKENS_COLUMN] = [e.top_tokens(3) for e in explained]
+        return frame
 
 
 def serving_requirements() -> list[str]:
@@ -455,7 +468,7 @@ def _signature_and_example(bundle: Path) -> tuple[ModelSignature, pd.DataFrame]:
     output = probabilities_frame(
         predictor.labels, predictor.predict_proba(list(EXAMPLE_TEXTS))
     )
-    return infer_signature(example, output), example
+    return infer_signature(example, output, params={EXPLAIN_PARAM: False}), example
 
 
 def _log_bundle(
