@@ -119,3 +119,59 @@ def base_config(tiny_encoder_dir: Path, tmp_path: Path) -> TrainConfig:
         # bf16 autocast has its own tests.
         precision="fp32",
     )
+
+
+CUE_FILLER = [
+    "the",
+    "flight",
+    "was",
+    "today",
+    "and",
+    "crew",
+    "seat",
+    "my",
+    "bag",
+    "gate",
+]
+
+
+def _cue_corpus(seed: int, rows: int = 300) -> tuple[list[str], list[str]]:
+    """Texts whose label hangs on one cue word ("awful"/"great") among filler words."""
+    rng = np.random.default_rng(seed)
+    texts, labels = [], []
+    for i in range(rows):
+        label = ("negative", "positive")[i % 2]
+        words = list(rng.choice(CUE_FILLER, size=6))
+        words.insert(
+            int(rng.integers(0, 6)), "awful" if label == "negative" else "great"
+        )
+        texts.append(" ".join(words))
+        labels.append(label)
+    return texts, labels
+
+
+@pytest.fixture(scope="session")
+def cue_corpus() -> Callable[..., tuple[list[str], list[str]]]:
+    """``cue_corpus(seed, rows=300)``: texts whose label is one cue word."""
+    return _cue_corpus
+
+
+@pytest.fixture(scope="session")
+def cue_model() -> Callable[[float], object]:
+    """``cue_model(C)``: a real word TF-IDF logistic regression fit on the cue corpus
+    (normalising its input), whose answers hang on the cue words."""
+    from distillery.ml.data.text import normalize_text  # noqa: PLC0415
+    from distillery.ml.report.baseline import (  # noqa: PLC0415
+        BaselineGrid,
+        BaselinePredictor,
+        fit_baseline,
+    )
+
+    def fit(c: float) -> BaselinePredictor:
+        grid = BaselineGrid.from_dict(
+            {"word_ngrams": [[1, 1]], "char_ngrams": [None], "C": [c]}
+        )
+        pipeline, _ = fit_baseline(*_cue_corpus(0), *_cue_corpus(1, 60), grid)
+        return BaselinePredictor(pipeline, normalize=normalize_text)
+
+    return fit

@@ -2,45 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+
 import pytest
 
 from distillery.ml.data.text import normalize_text
-from distillery.ml.report.baseline import BaselineGrid, BaselinePredictor, fit_baseline
 from distillery.ml.report.explanations import (
     ExplainOptions,
     explain_release,
     explanation_metrics,
 )
 
-FILLER = ["the", "flight", "was", "today", "and", "crew", "seat", "my", "bag", "gate"]
 
-
-def _corpus(seed: int, rows: int) -> tuple[list[str], list[str]]:
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(rows):
-        label = ("negative", "positive")[i % 2]
-        words = list(rng.choice(FILLER, size=6))
-        words.insert(
-            int(rng.integers(0, 6)), "awful" if label == "negative" else "great"
-        )
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, labels
-
-
-def _model(c: float) -> BaselinePredictor:
-    grid = BaselineGrid.from_dict(
-        {"word_ngrams": [[1, 1]], "char_ngrams": [None], "C": [c]}
-    )
-    pipeline, _ = fit_baseline(*_corpus(0, 300), *_corpus(1, 40), grid)
-    return BaselinePredictor(pipeline, normalize=normalize_text)
-
-
-def test_the_report_measures_faithfulness_agreement_and_top_words() -> None:
-    student, teacher = _model(1.0), _model(8.0)
-    texts = _corpus(2, 120)[0]
+def test_the_report_measures_faithfulness_agreement_and_top_words(
+    cue_model: Callable, cue_corpus: Callable
+) -> None:
+    student, teacher = cue_model(1.0), cue_model(8.0)
+    texts = cue_corpus(2, 120)[0]
     options = ExplainOptions(texts=60, max_k=3, top_words=2, min_count=5, examples=4)
     report, page = explain_release(student, teacher, texts, normalize_text, options)
 
@@ -59,9 +37,9 @@ def test_the_report_measures_faithfulness_agreement_and_top_words() -> None:
     assert explanation_metrics(report)["deletion_auc_gain"] == deletion["auc_gain"]
 
 
-def test_bad_explain_options_and_no_texts_are_refused() -> None:
+def test_bad_explain_options_and_no_texts_are_refused(cue_model: Callable) -> None:
     with pytest.raises(ValueError, match="explain.texts must be >= 1"):
         ExplainOptions(texts=0)
-    student = _model(1.0)
+    student = cue_model(1.0)
     with pytest.raises(ValueError, match="no texts"):
         explain_release(student, student, [], normalize_text, ExplainOptions())

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 import torch
 
 from distillery.ml.data.text import normalize_text
 from distillery.ml.models.modeling import TextClassifier, load_tokenizer
-from distillery.ml.report.baseline import BaselineGrid, BaselinePredictor, fit_baseline
+from distillery.ml.report.baseline import BaselinePredictor
 from distillery.ml.serve.explain import (
     Explanation,
     attribution_agreement,
@@ -22,33 +21,10 @@ from distillery.ml.serve.explain import (
     top_words_by_class,
 )
 
-FILLER = ["the", "flight", "was", "today", "and", "crew", "seat", "my", "bag", "gate"]
-
-
-def _corpus(seed: int, rows: int = 300) -> tuple[list[str], list[str]]:
-    """Texts whose label is decided by one cue word among filler words."""
-    rng = np.random.default_rng(seed)
-    texts, labels = [], []
-    for i in range(rows):
-        label = ("negative", "positive")[i % 2]
-        words = list(rng.choice(FILLER, size=6))
-        words.insert(
-            int(rng.integers(0, 6)), "awful" if label == "negative" else "great"
-        )
-        texts.append(" ".join(words))
-        labels.append(label)
-    return texts, labels
-
 
 @pytest.fixture(scope="module")
-def baseline() -> BaselinePredictor:
-    texts, labels = _corpus(0)
-    val_texts, val_labels = _corpus(1, 60)
-    grid = BaselineGrid.from_dict(
-        {"word_ngrams": [[1, 1]], "char_ngrams": [None], "C": [4.0]}
-    )
-    pipeline, _ = fit_baseline(texts, labels, val_texts, val_labels, grid)
-    return BaselinePredictor(pipeline, normalize=normalize_text)
+def baseline(cue_model: Callable[[float], BaselinePredictor]) -> BaselinePredictor:
+    return cue_model(4.0)
 
 
 def test_leave_one_out_puts_the_cue_word_first(baseline: BaselinePredictor) -> None:
@@ -73,9 +49,9 @@ def test_leave_one_out_explains_the_class_it_is_asked_for(
 
 
 def test_leave_one_out_is_deterministic_and_refuses_bad_input(
-    baseline: BaselinePredictor,
+    baseline: BaselinePredictor, cue_corpus: Callable
 ) -> None:
-    texts = _corpus(2, 10)[0]
+    texts = cue_corpus(2, 10)[0]
     assert leave_one_out(baseline, texts) == leave_one_out(baseline, texts)
     with pytest.raises(ValueError, match="texts must be strings"):
         leave_one_out(baseline, ["ok", None])  # type: ignore[list-item]
@@ -84,15 +60,16 @@ def test_leave_one_out_is_deterministic_and_refuses_bad_input(
 
 
 def test_attributed_words_hurt_more_than_random_ones(
-    baseline: BaselinePredictor,
+    baseline: BaselinePredictor, cue_corpus: Callable
 ) -> None:
-    explanations = leave_one_out(baseline, _corpus(3, 80)[0])
+    explanations = leave_one_out(baseline, cue_corpus(3, 80)[0])
     curve = deletion_curve(baseline, explanations, max_k=3, seed=0)
     assert curve["k"] == [1, 2, 3] and curve["texts"] == 80
     assert curve["attributed_auc"] > curve["random_auc"] + 0.2
     assert curve["auc_gain"] == pytest.approx(
         curve["attributed_auc"] - curve["random_auc"]
     )
+    assert 0 < curve["auc_gain_low"] < curve["auc_gain"] < curve["auc_gain_high"]
     # Removing more words never helps the attributed curve here.
     assert curve["attributed_drop"] == sorted(curve["attributed_drop"])
     with pytest.raises(ValueError, match="max_k >= 1"):
@@ -117,8 +94,10 @@ def test_agreement_is_full_with_itself_and_lower_with_reversed_weights() -> None
         attribution_agreement([one], [other])
 
 
-def test_top_words_by_class_and_the_page(baseline: BaselinePredictor) -> None:
-    explanations = leave_one_out(baseline, _corpus(4, 60)[0])
+def test_top_words_by_class_and_the_page(
+    baseline: BaselinePredictor, cue_corpus: Callable
+) -> None:
+    explanations = leave_one_out(baseline, cue_corpus(4, 60)[0])
     table = top_words_by_class(explanations, k=2, min_count=5)
     assert table["positive"][0]["word"] == "great"
     assert table["negative"][0]["word"] == "awful"

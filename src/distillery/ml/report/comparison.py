@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from distillery.ml.compress.forms import ONNX_FORMS, TEACHER, onnx_file
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.report.baseline import BaselinePredictor, save_baseline
 from distillery.ml.report.evaluation import evaluate_predictor
@@ -27,13 +28,11 @@ from distillery.ml.serve.latency import artifact_size_bytes
 
 logger = logging.getLogger(__name__)
 
-TEACHER = "teacher"  # the fine-tuned teacher in PyTorch, eager fp32
 # Ratios are taken against what a user deploys without distillery: the teacher in ONNX
 # Runtime fp32, graph-optimised; the quantisation-only recipe (ONNX Runtime int8) and
 # eager PyTorch are secondary references.
 REFERENCE = f"{TEACHER}-onnx-fp32"
 SECONDARY_REFERENCES = (f"{TEACHER}-onnx-int8", TEACHER)
-ONNX_FORMS = ((".onnx", "onnx-fp32"), (".int8.onnx", "onnx-int8"))  # (suffix, form)
 
 PredictorFactory = Callable[[int], Predictor]  # intra-op threads -> predictor
 
@@ -164,8 +163,8 @@ def evaluate_onnx_forms(
     """
     evaluations = []
     with tempfile.TemporaryDirectory() as tmp:
-        for suffix, form in ONNX_FORMS:
-            path = Path(tmp) / f"{name}{suffix}"
+        for form in ONNX_FORMS:
+            path = Path(tmp) / onnx_file(name, form)
             path.write_bytes(files[path.name])
             predictor = partial(_onnx_predictor, measurement, path, tokenizer)
             size = path.stat().st_size + tokenizer_bytes
