@@ -54,6 +54,8 @@ bench: setup  ## every benchmark (after a `kedro run`, which it starts if no tea
 	$(BIN)/python benchmarks/training_overhead.py
 	$(BIN)/python benchmarks/fsdp_gloo_repeat.py
 	$(BIN)/python benchmarks/preprocessing.py --repeats 3
+	$(BIN)/python benchmarks/explain.py
+	$(BIN)/python benchmarks/privacy.py
 	$(BIN)/python benchmarks/end_to_end.py --clean
 
 viz: setup  ## kedro-viz on http://127.0.0.1:4141

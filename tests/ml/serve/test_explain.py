@@ -101,6 +101,18 @@ def test_top_words_by_class_and_the_page(
     table = top_words_by_class(explanations, k=2, min_count=5)
     assert table["positive"][0]["word"] == "great"
     assert table["negative"][0]["word"] == "awful"
+    pooled = top_words_by_class(
+        [
+            Explanation("Great!", ("Great!",), (0.5,), "x", 0.9),
+            Explanation("great", ("great",), (0.3,), "x", 0.9),
+            Explanation("#Great.", ("#Great.",), (0.1,), "x", 0.9),
+        ],
+        min_count=1,
+    )
+    assert pooled["x"] == [
+        {"word": "great", "mean_weight": pytest.approx(0.4), "texts": 2},
+        {"word": "#great", "mean_weight": pytest.approx(0.1), "texts": 1},
+    ]
     page = render_html(
         [*explanations[:2], Explanation("<b>", ("<b>",), (0.5,), "x", 1.0)], "Why"
     )

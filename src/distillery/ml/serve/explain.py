@@ -33,6 +33,7 @@ from distillery.ml.models.modeling import TextClassifier
 from distillery.ml.serve.inference import Predictor
 
 MAX_WORDS = 64  # words explained per text; a tweet has about 15
+_PUNCTUATION = ".,!?:;\"'()[]…"  # stripped from a word's ends when words are pooled
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,8 @@ def top_words_by_class(
 ) -> dict[str, list[dict[str, float | int | str]]]:
     """The words with the highest mean weight toward each class, over many texts.
 
+    Words are pooled lower-cased and without the punctuation at their ends.
+
     Args:
         explanations: Explanations of many texts (each toward its own label).
         k: Words listed per class.
@@ -341,7 +344,9 @@ def top_words_by_class(
     weights: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for e in explanations:
         for word, weight in zip(e.words, e.weights, strict=True):
-            weights[e.label][word.lower()].append(weight)
+            # "Thanks!" and "thanks" are one word to a reader; "#" and "@" stay.
+            key = word.lower().strip(_PUNCTUATION) or word.lower()
+            weights[e.label][key].append(weight)
     table = {}
     for label in sorted(weights):
         rows = [
