@@ -94,6 +94,9 @@ def save_sharded(
 ) -> None:
     """Write this rank's rows of the model and optimizer state to ``path``.
 
+    Returns once every rank's file and the index are written (a barrier), so the
+    caller may move the folder.
+
     Raises:
         CheckpointError: On a layout other than FSDP2's (dim-0 shards on one mesh
             dimension) or a non-tensor value JSON cannot hold.
@@ -133,6 +136,9 @@ def save_sharded(
             "param_groups": optim_state["param_groups"],
         }
         (path / SHARDED_INDEX).write_text(json.dumps(index, indent=1))
+    if world > 1:
+        # Every rank's file is complete before anyone moves or reads the folder.
+        dist.barrier()
 
 
 def _read_index(path: Path) -> dict[str, Any]:
