@@ -100,6 +100,9 @@ def main() -> int:
     )
     parser.add_argument("--clean", action="store_true", help="empty data/ first")
     parser.add_argument("--log", default=None, help="write kedro's output to this file")
+    parser.add_argument(
+        "--out", default=None, help="results file (default end_to_end[-ENV].json)"
+    )
     args = parser.parse_args()
     if args.clean:
         _clean()
@@ -136,6 +139,8 @@ def main() -> int:
     lines.append(f"{'command':<12}{wall:>10.1f}   (target <= {TARGET_S:.0f} s)")
     sys.stdout.write("\n".join(lines) + "\n")
     name = "end_to_end.json" if args.env is None else f"end_to_end-{args.env}.json"
+    if args.out is not None:
+        name = Path(args.out).name
     write_results(
         ROOT / "benchmarks" / "results" / name,
         ("kedro", "kedro-mlflow", "mlflow", "dask", "torch", "transformers"),
