@@ -35,6 +35,7 @@ NOT_FIGURES = (
     re.compile(r"\b\d{4}-\d{2}-\d{2}\b"),  # dates
     re.compile(r"\b\d{1,2}:\d{2}(?::\d{2})?\b"),  # clock times
     re.compile(r"\bseeds? \d+(?:(?:,| and) \d+)*"),  # seeds: settings, not results
+    re.compile(r"\b95% (?:bootstrap )?interval"),  # an interval's coverage: a setting
     re.compile(r"\b[0-9a-f]{7,40}\b"),  # commits
     re.compile(r"\bbenchmarks/results/\S+"),  # paths to the results themselves
 )
@@ -113,7 +114,8 @@ def _is_recorded(value: float, decimals: int, recorded: list[float]) -> bool:
 
 def test_figures_are_found_in_the_text_and_not_in_code_or_dates() -> None:
     text = (
-        "0.7692 on test (`kd_alpha: 0.9`, 2026-12-04 19:02, commit da9af67, seed 42), "
+        "0.7692 on test (`kd_alpha: 0.9`, 2026-12-04 19:02, commit da9af67, seed 42, "
+        "95% interval), "
         "L2-H256 at 1e-3, 28,914 rows, 4.7–5.5×, ```\npython x.py --steps 20\n```"
     )
     assert quoted_figures(text) == [
