@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distillery.ml.compress.options import CompressOptions
+from distillery.ml.compress.options import CompressOptions, TransferSet
 
 
 def _options(workdir: Path) -> dict:
@@ -72,3 +72,32 @@ def test_shared_distillation_settings(tmp_path: Path) -> None:
     config = options.train_config(options.students[0])
     assert config.loss == "kd"
     assert config.checkpoint_dir == str(tmp_path / "L1-H16" / "checkpoints")
+
+
+def test_the_transfer_set_is_off_by_default_and_parsed_when_set(
+    tmp_path: Path,
+) -> None:
+    assert CompressOptions.from_params(_options(tmp_path)).transfer_set is None
+    transfer = {"path": "texts.txt", "max_rows": 10}
+    options = CompressOptions.from_params(
+        _options(tmp_path) | {"transfer_set": transfer}
+    )
+    assert options.transfer_set == TransferSet("texts.txt", "text", 10)
+
+
+@pytest.mark.parametrize(
+    ("transfer", "message"),
+    [
+        ({"path": "t.csv", "colum": "tweet"}, r"unknown .*transfer_set key.*'colum'"),
+        ({"text_column": "tweet"}, "transfer_set needs a path"),
+        ({"path": "t.csv", "max_rows": 0}, "max_rows must be >= 1"),
+        ({"path": "t.csv", "max_rows": "all"}, "max_rows must be an integer"),
+        ({"path": " "}, "path must be a non-empty string"),
+        ("t.csv", "transfer_set must be a mapping"),
+    ],
+)
+def test_a_bad_transfer_set_is_rejected(
+    tmp_path: Path, transfer: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        CompressOptions.from_params(_options(tmp_path) | {"transfer_set": transfer})

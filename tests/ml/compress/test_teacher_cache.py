@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,3 +119,93 @@ def test_the_teacher_graph_is_picked_by_form_and_gains_a_pooled_output(
     assert teacher_graph(files, "onnx-fp32", pooled=False) == graph
     pooled = onnx.load_from_string(teacher_graph(files, "onnx-fp32", pooled=True))
     assert [o.name for o in pooled.graph.output] == ["logits", "pooled"]
+
+
+TRANSFER = ["thanks for the smooth flight", "ok", "my bag is lost", "rude staff"]
+
+
+def test_transfer_texts_follow_the_training_rows_tokenised_alike(
+    tweets: pd.DataFrame, tmp_path: Path
+) -> None:
+    tokenizer = load_tokenizer("builtin")
+    path = tmp_path / "unlabelled.txt"
+    path.write_text("\n".join(TRANSFER))
+    val = pd.DataFrame({"text": ["my bag is lost"]})
+    options = _options(
+        augment_copies=1,
+        augment_word_dropout=0.5,
+        transfer_set={"path": str(path)},
+    )
+    with pytest.raises(ValueError, match="needs the validation and test rows"):
+        distillation_rows(tweets, tokenizer, options)
+
+    out = distillation_rows(tweets, tokenizer, options, [val])
+
+    n = 2 * len(tweets)  # the training rows and their dropped-word copies
+    assert out["transfer"].tolist() == [False] * n + [True]
+    copies = [False] * len(tweets) + [True] * len(tweets)
+    assert out["augmented"].tolist() == [*copies, False]
+    rows = out.iloc[n:].reset_index(drop=True)
+    # "ok" and "rude staff" are training texts, "my bag is lost" a validation one.
+    assert rows["text"].tolist() == [TRANSFER[0]]
+    assert rows["source_row"].tolist() == [-1]
+    assert rows["label"].tolist() == [-1]  # until the teacher labels it
+    expected = tokenize_partition(
+        pd.DataFrame({"text": [TRANSFER[0]], "label": "0", "source_row": -1}),
+        "builtin",
+        16,
+        {"0": 0},
+    )
+    assert rows["input_ids"].iloc[0].tolist() == expected["input_ids"].iloc[0].tolist()
+    assert rows["attention_mask"].iloc[0].tolist() == (
+        expected["attention_mask"].iloc[0].tolist()
+    )
+    assert out.attrs["transfer"]["counts"] == {
+        "rows_in": 4,
+        "kept": 1,
+        "dropped_blank": 0,
+        "dropped_eval_overlap": 1,
+        "dropped_train_overlap": 2,
+        "dropped_duplicate": 0,
+    }
+    assert "transfer" not in tweets.attrs
+
+
+def test_only_sampled_training_rows_count_as_already_present(tmp_path: Path) -> None:
+    texts = [f"text number {i}" for i in range(6)]
+    rows = pd.DataFrame({"text": texts, "label": "0", "source_row": range(6)})
+    train = tokenize_partition(rows, "builtin", 16, {"0": 0})
+    path = tmp_path / "unlabelled.txt"
+    path.write_text("\n".join(texts))  # the training texts, without their labels
+    options = _options(distill_samples=2, transfer_set={"path": str(path)})
+
+    out = distillation_rows(train, load_tokenizer("builtin"), options, [train.head(0)])
+
+    sampled = out.loc[~out["transfer"], "text"].tolist()
+    assert len(sampled) == 2
+    assert sorted(out.loc[out["transfer"], "text"]) == sorted(set(texts) - set(sampled))
+    assert out.attrs["transfer"]["counts"]["dropped_train_overlap"] == 2
+
+
+def test_transfer_rows_get_the_teachers_argmax_and_training_rows_keep_theirs(
+    toy_teacher: TextClassifier,
+    make_frame: Callable[..., pd.DataFrame],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    frame = make_frame(8, seed=0)
+    transfer = np.array([False] * 5 + [True] * 3)
+    frame = frame.assign(
+        label=np.where(transfer, -1, frame["label"]), transfer=transfer
+    )
+
+    with caplog.at_level(logging.INFO, "distillery.ml.compress.teacher_cache"):
+        out = label_with_teacher(toy_teacher, frame, batch_size=4, pooled=False)
+
+    predicted = np.stack(out["teacher_logits"]).argmax(1)
+    # The teacher's train accuracy is measured on the labelled rows only.
+    right = (predicted[:5] == frame["label"].to_numpy()[:5]).mean()
+    assert f"train accuracy {right:.3f} on the 5 labelled rows" in caplog.text
+    assert out["label"].tolist()[:5] == frame["label"].tolist()[:5]
+    assert out["label"].tolist()[5:] == predicted[5:].tolist()
+    assert out["label"].dtype == frame["label"].dtype
+    assert (frame["label"].iloc[5:] == -1).all()  # the input is untouched

@@ -12,7 +12,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from distillery.ml.compress.distill import compute_logits
+from distillery.datasets import AtomicParquetDataset
+from distillery.ml.compress.distill import compute_logits, vocabulary_to_keep
 from distillery.ml.data.text import tokenize_partition
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.models.modeling import TextClassifier, load_tokenizer
@@ -149,6 +150,93 @@ def test_students_are_distilled_pruned_and_exported_with_parity(
     assert 0.0 <= report["L1-H16"]["int8_agreement"] <= 1.0
 
 
+def _texts(texts: list[str], first_row: int) -> pd.DataFrame:
+    rows = pd.DataFrame(
+        {
+            "text": texts,
+            "label": "negative",
+            "source_row": range(first_row, first_row + len(texts)),
+        }
+    )
+    return tokenize_partition(rows, "builtin", 32, {"negative": 0, "positive": 1})
+
+
+TRANSFER_LINES = [
+    "smooth trip with the crew",  # kept
+    "rude   flight 100",  # a validation text once its spaces are collapsed
+    "kind flight 200",  # a test text
+    "awful flight 0",  # a training text
+    "smooth trip with the crew",  # a repeat
+    "",  # blank
+    "zebra quokka xylophone",  # kept: words no training text has
+]
+
+
+def test_a_transfer_set_is_pseudo_labelled_and_distilled_beside_the_training_rows(
+    teacher: ClassifierArtifact, tmp_path: Path
+) -> None:
+    transfer_file = tmp_path / "unlabelled.txt"
+    transfer_file.write_text("\n".join(TRANSFER_LINES) + "\n")
+    options = _options(tmp_path / "work") | {
+        "logits_source": "torch",
+        "transfer_set": {"path": str(transfer_file)},
+    }
+    train = _frame(6)
+    val, test = _texts(["rude flight 100"], 1000), _texts(["kind flight 200"], 2000)
+    catalog = DataCatalog(
+        {
+            "teacher_model": MemoryDataset(teacher, copy_mode="assign"),
+            "teacher_onnx": MemoryDataset({}),
+            "teacher_export_report": MemoryDataset({}),
+            "model_input_train@pandas": MemoryDataset(train),
+            "model_input_val@pandas": MemoryDataset(val),
+            "model_input_test@pandas": MemoryDataset(test),
+            "params:compress_options": MemoryDataset(options),
+            "params:preprocess": MemoryDataset({"user_token": "@user"}),
+            "params:validate": MemoryDataset({"scrub_pii": True}),
+            # Persisted as the catalog does: the counts travel in the Parquet's attrs.
+            "distill_train": AtomicParquetDataset(
+                filepath=str(tmp_path / "distill.parquet")
+            ),
+        }
+    )
+    SequentialRunner().run(
+        create_pipeline().only_nodes("compress.cache_teacher_logits_node"), catalog
+    )
+
+    distill_train = catalog.load("distill_train")
+    n = len(train)
+    assert distill_train["transfer"].tolist() == [False] * n + [True] * 2
+    rows = distill_train.iloc[n:]
+    assert rows["text"].tolist() == [TRANSFER_LINES[0], TRANSFER_LINES[-1]]
+    assert rows["source_row"].tolist() == [-1, -7]
+    assert not set(rows["text"]) & (set(val["text"]) | set(test["text"]))
+    # Pseudo-labels: the teacher's argmax on its own tokens of the text.
+    logits = compute_logits(teacher.model, rows)
+    assert rows["label"].tolist() == logits.argmax(1).tolist()
+    np.testing.assert_allclose(np.stack(rows["teacher_logits"]), logits, atol=1e-6)
+    assert distill_train["label"].iloc[:n].tolist() == train["label"].tolist()
+
+    students, curves, summary = distill_students(teacher, distill_train, val, options)
+
+    assert summary["rows"] == n + 2
+    assert summary["transfer"]["path"] == str(transfer_file)
+    assert summary["transfer"]["counts"] == {
+        "rows_in": 7,
+        "kept": 2,
+        "dropped_blank": 1,
+        "dropped_eval_overlap": 2,
+        "dropped_train_overlap": 1,
+        "dropped_duplicate": 1,
+    }
+    assert curves["transfer.dropped_eval_overlap"] == [{"step": 0, "value": 2.0}]
+    # The pruned vocabulary counts the transfer texts' words too.
+    alone = vocabulary_to_keep(train["input_ids"], teacher.tokenizer, 1)
+    assert summary["vocabulary_kept"] > len(alone)
+    assert students["L1-H16"].model.config.vocab_size == summary["vocabulary_kept"]
+    assert curves["L1-H16.train_loss"]
+
+
 def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(
     tiny_family_dir, tmp_path: Path
 ) -> None:
@@ -208,6 +296,46 @@ def test_a_decoder_teacher_distils_into_students_with_their_own_tokenizer(
 
     with pytest.raises(ValueError, match="needs one of the model types"):
         tokenize_student_val(teacher, val, options | {"student_backbone": "teacher"})
+
+
+def test_transfer_texts_reach_students_with_their_own_tokenizer(
+    tiny_family_dir, tmp_path: Path
+) -> None:
+    folder = str(tiny_family_dir("qwen2"))
+    model = TextClassifier.from_pretrained_encoder(folder, LABELS, 0.0).eval()
+    teacher = ClassifierArtifact(model, load_tokenizer(folder))
+    options = _options(tmp_path / "work") | {
+        "students": [{"name": "L1-H64", "num_layers": 1, "hidden_size": 64}],
+        "logits_source": "torch",
+    }
+    train, val = _frame(4, folder), _frame(2, folder)
+    transfer = pd.DataFrame({"text": ["zebra quokka xylophone"], "source_row": [-1]})
+    transfer.to_parquet(tmp_path / "unlabelled.parquet")
+    options["transfer_set"] = {"path": str(tmp_path / "unlabelled.parquet")}
+
+    distill_train = cache_teacher_logits(teacher, {}, {}, train, options, val, val)
+
+    row = distill_train.iloc[[-1]]
+    assert row["transfer"].item() and row["source_row"].item() == -1
+    # Labelled on the teacher's own tokens, read by the students in MiniLM's.
+    in_teacher_tokens = tokenize_partition(
+        transfer.assign(label="negative"), folder, 32, {"negative": 0}
+    )
+    logits = compute_logits(model, in_teacher_tokens)
+    np.testing.assert_allclose(row["teacher_logits"].item(), logits[0], atol=1e-6)
+    assert row["label"].item() == logits[0].argmax()
+    in_student_tokens = tokenize_partition(
+        transfer.assign(label="negative"), "builtin", 32, {"negative": 0}
+    )
+    assert row["input_ids"].item().tolist() == (
+        in_student_tokens["input_ids"].iloc[0].tolist()
+    )
+    student_val = tokenize_student_val(teacher, val, options)
+    students, _, summary = distill_students(
+        teacher, distill_train, student_val, options
+    )
+    assert summary["student_backbone"] == "builtin"
+    assert students["L1-H64"].tokenizer.cls_token == "[CLS]"
 
 
 def _evaluation(name: str, form: str, f1: float, size: int, p50: float) -> dict:

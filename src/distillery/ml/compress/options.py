@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,62 @@ from distillery.ml.train.config import TrainConfig
 from distillery.ml.train.options import check_keys
 
 LOGITS_SOURCES = ("auto", "torch", "onnx-fp32", "onnx-int8")
+
+
+@dataclass(frozen=True)
+class TransferSet:
+    """``compress_options.transfer_set``: unlabelled in-domain texts that the teacher
+    labels with soft targets for the students (:mod:`distillery.ml.data.transfer`).
+
+    Attributes:
+        path: A CSV, Parquet, JSONL or TXT file (by suffix; TXT holds one text a line).
+        text_column: The column holding the texts; not read for TXT.
+        max_rows: A seeded sample of this many rows (``compress_options.seed``);
+            None = every row.
+    """
+
+    path: str
+    text_column: str = "text"
+    max_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("path", "text_column"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(
+                    f"compress_options.transfer_set.{name} must be a non-empty "
+                    f"string, got {value!r}"
+                )
+        rows = self.max_rows
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int)):
+            raise ValueError(
+                "compress_options.transfer_set.max_rows must be an integer or null, "
+                f"got {rows!r}"
+            )
+        if rows is not None and rows < 1:
+            raise ValueError(
+                f"compress_options.transfer_set.max_rows must be >= 1, got {rows}"
+            )
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> TransferSet | None:
+        """Build from the ``transfer_set`` mapping; ``None`` (unset) stays ``None``.
+
+        Raises:
+            ValueError: not a mapping, an unknown key (named), no ``path``, or a
+                value out of range.
+        """
+        if params is None:
+            return None
+        if not isinstance(params, Mapping):
+            raise ValueError(
+                "compress_options.transfer_set must be a mapping with path (and "
+                f"text_column, max_rows) or null, got {params!r}"
+            )
+        check_keys(cls, params, "compress_options.transfer_set")
+        if "path" not in params:
+            raise ValueError("compress_options.transfer_set needs a path")
+        return cls(**params)
 
 
 @dataclass(frozen=True)
@@ -35,6 +92,7 @@ class CompressOptions:
     student_backbone: str = "auto"
     augment_copies: int = 0
     augment_word_dropout: float = 0.1
+    transfer_set: TransferSet | None = None
 
     def __post_init__(self) -> None:
         if not self.students:
@@ -64,7 +122,8 @@ class CompressOptions:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> CompressOptions:
-        """Build from parameters; students become :class:`StudentRecipe`s.
+        """Build from parameters; students become :class:`StudentRecipe`s and
+        ``transfer_set`` a :class:`TransferSet`.
 
         Args:
             params: ``compress_options`` as the parameters file holds it.
@@ -80,6 +139,7 @@ class CompressOptions:
         params["students"] = tuple(
             StudentRecipe.from_dict(s) for s in params["students"]
         )
+        params["transfer_set"] = TransferSet.from_params(params.get("transfer_set"))
         return cls(**params)
 
     @property

@@ -22,7 +22,7 @@ from distillery.ml.compress.distill import (
     vocabulary_to_keep,
 )
 from distillery.ml.compress.options import CompressOptions
-from distillery.ml.compress.teacher_cache import AUGMENTED
+from distillery.ml.compress.teacher_cache import AUGMENTED, TRANSFER
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.models.modeling import TextClassifier, load_tokenizer
 from distillery.ml.train.config import RankZeroElsewhere, TrainConfig, TrainResult
@@ -229,8 +229,10 @@ def distill_recipes(
         options: The compress options.
 
     Returns:
-        The distilled students by name, their non-empty metric curves and a summary
-        (backbone, vocabulary kept, one :func:`student_summary` per student).
+        The distilled students by name, their non-empty metric curves (and a
+        transfer set's counts, :func:`transfer_metrics`) and a summary (backbone,
+        vocabulary kept, distillation rows, the transfer set's summary when one was
+        used, one :func:`student_summary` per student).
 
     Raises:
         RankZeroElsewhere: on a node that does not host global rank 0.
@@ -257,6 +259,25 @@ def distill_recipes(
     summary = {
         "student_backbone": backbone,
         "vocabulary_kept": len(source.keep_ids),
+        "rows": len(distill_train),
         "students": summaries,
     }
+    if TRANSFER in distill_train.attrs:
+        summary[TRANSFER] = distill_train.attrs[TRANSFER]
+        curves |= transfer_metrics(summary[TRANSFER])
     return students, {k: v for k, v in curves.items() if v}, summary
+
+
+def transfer_metrics(summary: dict[str, Any]) -> dict[str, list[dict[str, float]]]:
+    """A transfer set's counts as MLflow metrics (one step each).
+
+    Args:
+        summary: The set's summary (``counts``), from the distillation set's attrs.
+
+    Returns:
+        ``transfer.<count>`` (``rows_in``, ``kept``, ``dropped_<reason>``).
+    """
+    return {
+        f"{TRANSFER}.{name}": [{"step": 0, "value": float(value)}]
+        for name, value in summary["counts"].items()
+    }

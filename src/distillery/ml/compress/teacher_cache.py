@@ -1,5 +1,5 @@
-"""The distillation set: training rows (and dropped-word copies) labelled once by the
-teacher, so distillation never runs the teacher again.
+"""The distillation set: training rows (and dropped-word copies, and the texts of a
+transfer set) labelled once by the teacher, so distillation never runs the teacher again.
 
 The teacher is a ``TextClassifier`` or any predictor with ``logits(batch)`` (and
 ``logits_and_pooled(batch)`` for pooled targets): the ONNX Runtime predictors are a
@@ -9,8 +9,10 @@ layer up (:mod:`distillery.ml.serve`), so the caller opens one and passes it in.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import onnx
 import pandas as pd
 
@@ -24,6 +26,7 @@ from distillery.ml.compress.forms import TEACHER, onnx_file
 from distillery.ml.compress.options import CompressOptions
 from distillery.ml.data.batches import TEACHER_COLUMN, TEACHER_POOLED_COLUMN
 from distillery.ml.data.text import retokenize_frame, truncating_encoder
+from distillery.ml.data.transfer import TextCleaning, load_transfer_set
 from distillery.ml.models.modeling import TextClassifier
 
 logger = logging.getLogger(__name__)
@@ -32,27 +35,47 @@ logger = logging.getLogger(__name__)
 TEACHER_LOGITS = TEACHER_COLUMN
 TEACHER_POOLED = TEACHER_POOLED_COLUMN  # with distill.kd_hidden_weight > 0
 AUGMENTED = "augmented"  # with augment_copies > 0: the row is a dropped-word copy
+TRANSFER = "transfer"  # with a transfer set: the row is one of its texts
+UNLABELLED = -1  # a transfer row's label until the teacher's argmax replaces it
 
 
 def distillation_rows(
-    frame: pd.DataFrame, tokenizer: Any, options: CompressOptions
+    frame: pd.DataFrame,
+    tokenizer: Any,
+    options: CompressOptions,
+    evaluation: Sequence[pd.DataFrame] = (),
+    cleaning: TextCleaning | None = None,
 ) -> pd.DataFrame:
     """The rows the teacher labels for distillation.
 
     Args:
         frame: Tokenised training rows with ``text``, ``label`` and ``source_row``.
-        tokenizer: The teacher's fast tokenizer, which tokenises the copies.
-        options: ``distill_samples``, ``seed`` and the augmentation settings.
+        tokenizer: The teacher's fast tokenizer, which tokenises the copies and the
+            transfer texts.
+        options: ``distill_samples``, ``seed``, the augmentation settings and the
+            ``transfer_set``.
+        evaluation: The validation and test rows (``text``), which a transfer set
+            needs: its texts equal to one of theirs are dropped.
+        cleaning: What the corpus's texts went through (default: the stages'
+            defaults); the transfer texts get the same.
 
     Returns:
         A seeded sample of ``distill_samples`` rows (in ``source_row`` order) when
         that is fewer than all, else every row; then
-        :func:`with_augmented_copies`.
+        :func:`with_augmented_copies`; then, with a ``transfer_set``, the kept
+        transfer texts (:func:`with_transfer_rows`) and the set's summary (file,
+        sha256, counts) in ``attrs["transfer"]``, which Parquet keeps.
+
+    Raises:
+        FileNotFoundError, ValueError: a bad transfer-set file, or a transfer set
+            without ``evaluation``
+            (:func:`~distillery.ml.data.transfer.load_transfer_set`).
     """
     if options.distill_samples is not None and options.distill_samples < len(frame):
         frame = frame.sample(n=options.distill_samples, random_state=options.seed)
         frame = frame.sort_values("source_row").reset_index(drop=True)
-    return with_augmented_copies(
+    sample = frame
+    frame = with_augmented_copies(
         frame,
         tokenizer,
         copies=options.augment_copies,
@@ -60,6 +83,51 @@ def distillation_rows(
         seed=options.seed,
         max_length=options.max_length,
     )
+    transfer = options.transfer_set
+    if transfer is None:
+        return frame
+    texts, summary = load_transfer_set(
+        transfer.path,
+        transfer.text_column,
+        transfer.max_rows,
+        options.seed,
+        cleaning or TextCleaning(),
+        sample,
+        evaluation,
+    )
+    frame = (
+        with_transfer_rows(frame, texts, tokenizer, options.max_length)
+        if len(texts)
+        else frame.copy()  # never the caller's frame: its attrs change below
+    )
+    frame.attrs[TRANSFER] = summary
+    return frame
+
+
+def with_transfer_rows(
+    frame: pd.DataFrame, transfer: pd.DataFrame, tokenizer: Any, max_length: int
+) -> pd.DataFrame:
+    """``frame`` followed by the transfer texts, tokenised as the training rows were.
+
+    Args:
+        frame: Tokenised distillation rows.
+        transfer: ``text`` and ``source_row`` (negative) of the transfer texts.
+        tokenizer: The teacher's fast tokenizer.
+        max_length: Truncation length.
+
+    Returns:
+        ``frame`` with a ``transfer`` column (False), then the transfer rows (True;
+        ``augmented`` False when that column exists) with label ``UNLABELLED`` until
+        :func:`label_with_teacher` gives them the teacher's argmax.
+    """
+    rows = retokenize_frame(
+        transfer[["text", "source_row"]].assign(label=UNLABELLED),
+        truncating_encoder(tokenizer, max_length),
+    )
+    flags = {TRANSFER: True} | ({AUGMENTED: False} if AUGMENTED in frame else {})
+    rows = rows.assign(**flags)[[*frame.columns, TRANSFER]]
+    logger.info("Distillation set: %d rows + %d transfer texts", len(frame), len(rows))
+    return pd.concat([frame.assign(**{TRANSFER: False}), rows], ignore_index=True)
 
 
 def with_augmented_copies(
@@ -150,18 +218,31 @@ def label_with_teacher(
         source: What ``teacher`` is, for the log.
 
     Returns:
-        A copy of ``frame`` with ``teacher_logits`` (and ``teacher_pooled``).
+        A copy of ``frame`` with ``teacher_logits`` (and ``teacher_pooled``); rows of
+        a transfer set (``transfer`` True) get the teacher's argmax as their label.
     """
     if pooled:
         logits, embeddings = compute_logits_and_pooled(teacher, frame, batch_size)
         columns = {TEACHER_POOLED: list(embeddings)}
     else:
         logits, columns = compute_logits(teacher, frame, batch_size), {}
-    accuracy = float((logits.argmax(1) == frame["label"].to_numpy()).mean())
+    predicted, labels = logits.argmax(1), frame["label"].to_numpy()
+    unlabelled = (
+        frame[TRANSFER].to_numpy(dtype=bool)
+        if TRANSFER in frame
+        else np.zeros(len(frame), dtype=bool)
+    )
+    # Pseudo-labels say nothing of the teacher: only labelled rows are counted.
+    right = predicted[~unlabelled] == labels[~unlabelled]
     logger.info(
-        "Cached teacher logits (%s) for %d rows (teacher train accuracy %.3f)",
+        "Cached teacher logits (%s) for %d rows, %d of them unlabelled transfer "
+        "texts (teacher train accuracy %.3f on the %d labelled rows)",
         source,
         len(frame),
-        accuracy,
+        int(unlabelled.sum()),
+        float(right.mean()) if len(right) else float("nan"),
+        len(right),
     )
+    if unlabelled.any():
+        columns["label"] = np.where(unlabelled, predicted, labels).astype(labels.dtype)
     return frame.assign(**{TEACHER_LOGITS: list(logits)}, **columns)

@@ -88,7 +88,7 @@ def read_source(
         raise SourceError(uri, "non_empty_input", "the file is empty (0 bytes)")
     options = dict(read_options or {})
     try:
-        frame = _parse(payload, suffix, options)
+        frame = parse_table(payload, suffix, options)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise SourceError(
             uri, f"readable_{suffix.lstrip('.')}", str(exc).splitlines()[0]
@@ -112,7 +112,8 @@ def read_source(
     return frame, manifest
 
 
-def _parse(payload: bytes, suffix: str, options: dict[str, Any]) -> pd.DataFrame:
+def parse_table(payload: bytes, suffix: str, options: dict[str, Any]) -> pd.DataFrame:
+    """The rows of a CSV/TSV, Parquet or JSONL file's bytes (``options`` go to pandas)."""
     if suffix in (".csv", ".tsv"):
         options.setdefault("sep", "\t" if suffix == ".tsv" else ",")
         try:

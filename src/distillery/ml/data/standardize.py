@@ -32,6 +32,20 @@ def label_text(value: object) -> str:
     return str(value)
 
 
+def fix_mojibake(texts: pd.Series) -> tuple[pd.Series, int]:
+    """Repair mojibake with ftfy; anything that is not a string becomes ``<NA>``.
+
+    Args:
+        texts: Texts as read.
+
+    Returns:
+        The repaired texts (object dtype, indexed like ``texts``) and how many ftfy
+        changed.
+    """
+    text = texts.map(lambda t: ftfy.fix_text(t) if isinstance(t, str) else pd.NA)
+    return text, int(((text != texts) & texts.notna()).sum())
+
+
 def standardize_frame(
     raw: pd.DataFrame,
     text_column: str,
@@ -59,9 +73,7 @@ def standardize_frame(
         raise ValueError(
             f"columns {missing} are not in the frame; it has {list(raw.columns)}"
         )
-    texts = raw[text_column]
-    text = texts.map(lambda t: ftfy.fix_text(t) if isinstance(t, str) else pd.NA)
-    repaired = int(((text != texts) & texts.notna()).sum())
+    text, repaired = fix_mojibake(raw[text_column])
     label = raw[label_column].map(lambda v: pd.NA if pd.isna(v) else label_text(v))
     if label_map is not None:
         mapping = {label_text(k): str(v) for k, v in label_map.items()}

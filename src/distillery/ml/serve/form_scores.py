@@ -21,6 +21,7 @@ from distillery.ml.compress.forms import (
     onnx_file,
     read_onnx_files,
 )
+from distillery.ml.compress.options import CompressOptions
 from distillery.ml.metrics import classification_metrics
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.serve.inference import OnnxPredictor
@@ -123,3 +124,40 @@ def export_scored_forms(
         {k: round(v, 4) for k, v in report["val_macro_f1"].items()},
     )
     return files, report
+
+
+def export_student_forms(
+    students: dict[str, ClassifierArtifact],
+    validation: pd.DataFrame,
+    options: CompressOptions,
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """:func:`export_scored_forms` for every student, with its recipe's settings.
+
+    Args:
+        students: The distilled students by name.
+        validation: Validation rows tokenised for the students.
+        options: The compress options: each student's recipe (its ``max_length``
+            and embedding settings) and the parity tolerance.
+
+    Returns:
+        Every student's files, sorted by name, and a report per student.
+
+    Raises:
+        RuntimeError: if an fp32 export differs from PyTorch by more than the
+            tolerance.
+    """
+    recipes = {r.name: r for r in options.students}
+    files: dict[str, bytes] = {}
+    report: dict[str, Any] = {}
+    for name, artifact in students.items():
+        files_of, report[name] = export_scored_forms(
+            name,
+            artifact,
+            options.train_config(recipes[name]).max_length,
+            validation,
+            options.parity_tolerance,
+            embedding_bits=recipes[name].embedding_bits,
+            embedding_block_size=recipes[name].embedding_block_size,
+        )
+        files |= files_of
+    return dict(sorted(files.items())), report

@@ -1,10 +1,4 @@
-"""Compress nodes: cached teacher logits, distilled students, ONNX exports, the gate.
-
-Students are sliced out of a BERT-shaped teacher, or start from their own backbone
-(``compress_options.student_backbone``) with their own tokenizer: then the teacher's
-logits are computed on its own tokenisation of each text, and the students' rows are
-tokenised again from the same texts with the students' tokenizer.
-"""
+"""Compress nodes: cached teacher logits, distilled students, ONNX exports, the gate."""
 
 from __future__ import annotations
 
@@ -19,6 +13,7 @@ from distillery.ml.compress.forms import TEACHER
 from distillery.ml.compress.options import CompressOptions
 from distillery.ml.compress.student_distillation import distill_recipes
 from distillery.ml.compress.teacher_cache import distillation_rows, label_with_teacher
+from distillery.ml.data.transfer import TextCleaning
 from distillery.ml.models.artifact import ClassifierArtifact
 from distillery.ml.report.evaluation import ModelEvaluation
 from distillery.ml.report.explanations import (
@@ -33,7 +28,7 @@ from distillery.ml.report.student_release import (
     student_model_card,
     with_audits,
 )
-from distillery.ml.serve.form_scores import export_scored_forms
+from distillery.ml.serve.form_scores import export_scored_forms, export_student_forms
 from distillery.ml.serve.serving import log_and_register
 from distillery.ml.serve.teacher_runtime import release_predictors, teacher_runtime
 from distillery.ml.train.options import options_from_params
@@ -73,22 +68,31 @@ def cache_teacher_logits(
     teacher_export_report: dict[str, Any],
     model_input_train: pd.DataFrame,
     compress_options: dict[str, Any],
+    model_input_val: pd.DataFrame | None = None,
+    model_input_test: pd.DataFrame | None = None,
+    preprocess: dict[str, Any] | None = None,
+    validate: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Compute the teacher's logits once for the distillation set (length-sorted batches).
 
     ``logits_source: auto`` uses the ONNX Runtime int8 teacher where it agrees with
     fp32 on ``min_int8_agreement`` of the checked validation rows (several times
     faster than PyTorch on a CPU). Students with their own backbone get the rows
-    tokenised again with its tokenizer (same texts, same logits).
+    tokenised again with its tokenizer (same texts, same logits). A ``transfer_set``
+    is cleaned as the corpus was (``preprocess``, ``validate``) and kept apart from
+    the validation and test texts (:func:`distillation_rows`).
 
     Returns:
-        The training rows (a seeded sample of ``distill_samples`` if set) with a
-        ``teacher_logits`` column (and ``teacher_pooled``, the teacher's pooled
-        embeddings from the same forward pass, when ``distill.kd_hidden_weight``
-        is set), tokenised for the students.
+        The training rows (a seeded sample of ``distill_samples`` if set) and the
+        pseudo-labelled transfer texts with ``teacher_logits`` (and ``teacher_pooled``
+        when ``distill.kd_hidden_weight`` is set), tokenised for the students.
     """
     options = CompressOptions.from_params(compress_options)
-    frame = distillation_rows(model_input_train, teacher_model.tokenizer, options)
+    cleaning = TextCleaning.from_params(preprocess or {}, validate or {})
+    evaluation = [s for s in (model_input_val, model_input_test) if s is not None]
+    frame = distillation_rows(
+        model_input_train, teacher_model.tokenizer, options, evaluation, cleaning
+    )
     source = options.logits_source_for(teacher_export_report)
     pooled = options.caches_pooled
     with teacher_runtime(source, teacher_model, teacher_onnx, pooled=pooled) as teacher:
@@ -149,21 +153,7 @@ def export_students(
         RuntimeError: if an fp32 export differs from PyTorch by more than the tolerance.
     """
     options = CompressOptions.from_params(compress_options)
-    recipes = {r.name: r for r in options.students}
-    files: dict[str, bytes] = {}
-    report: dict[str, Any] = {}
-    for name, artifact in distilled_students.items():
-        files_of, report[name] = export_scored_forms(
-            name,
-            artifact,
-            options.train_config(recipes[name]).max_length,
-            student_input_val,
-            options.parity_tolerance,
-            embedding_bits=recipes[name].embedding_bits,
-            embedding_block_size=recipes[name].embedding_block_size,
-        )
-        files |= files_of
-    return dict(sorted(files.items())), report
+    return export_student_forms(distilled_students, student_input_val, options)
 
 
 def select_student(

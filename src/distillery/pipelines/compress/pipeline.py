@@ -37,28 +37,7 @@ def _compress() -> Pipeline:
     """Teacher ONNX peers, cached teacher logits, distilled and exported students."""
     return Pipeline(
         [
-            node(
-                func=export_teacher,
-                inputs=[
-                    "teacher_model",
-                    "model_input_val@pandas",
-                    "params:compress_options",
-                ],
-                outputs=["teacher_onnx", "teacher_export_report"],
-                name="export_teacher_node",
-            ),
-            node(
-                func=cache_teacher_logits,
-                inputs=[
-                    "teacher_model",
-                    "teacher_onnx",
-                    "teacher_export_report",
-                    "model_input_train@pandas",
-                    "params:compress_options",
-                ],
-                outputs="distill_train",
-                name="cache_teacher_logits_node",
-            ),
+            *_distillation_set_nodes(),
             node(
                 func=tokenize_student_val,
                 inputs=[
@@ -92,7 +71,12 @@ def _compress() -> Pipeline:
             ),
         ],
         namespace="compress",
-        inputs={"teacher_model", "model_input_train", "model_input_val"},
+        inputs={
+            "teacher_model",
+            "model_input_train",
+            "model_input_val",
+            "model_input_test",
+        },
         outputs={
             "teacher_onnx",
             "teacher_export_report",
@@ -104,9 +88,43 @@ def _compress() -> Pipeline:
             "student_onnx",
             "export_report",
         },
-        parameters={"compress_options"},
+        # preprocess and validate: a transfer set is cleaned as the corpus was.
+        parameters={"compress_options", "preprocess", "validate"},
         tags="compress",
     )
+
+
+def _distillation_set_nodes() -> list[Node]:
+    """The teacher's ONNX peers and its cached targets (with any transfer texts)."""
+    return [
+        node(
+            func=export_teacher,
+            inputs=[
+                "teacher_model",
+                "model_input_val@pandas",
+                "params:compress_options",
+            ],
+            outputs=["teacher_onnx", "teacher_export_report"],
+            name="export_teacher_node",
+        ),
+        node(
+            func=cache_teacher_logits,
+            inputs=[
+                "teacher_model",
+                "teacher_onnx",
+                "teacher_export_report",
+                "model_input_train@pandas",
+                "params:compress_options",
+                # a transfer set is kept apart from these and cleaned as the corpus
+                "model_input_val@pandas",
+                "model_input_test@pandas",
+                "params:preprocess",
+                "params:validate",
+            ],
+            outputs="distill_train",
+            name="cache_teacher_logits_node",
+        ),
+    ]
 
 
 # The release namespace's datasets and parameters keep their catalog names.
