@@ -36,7 +36,12 @@ import pandas as pd
 import torch
 from _results import write_results
 
-from distillery.datasets import BaselineDataset, BinaryDictDataset, ClassifierDataset
+from distillery.datasets import (
+    BaselineDataset,
+    BinaryDictDataset,
+    ClassifierDataset,
+    ClassifierDictDataset,
+)
 from distillery.ml.data.text import normalize_text
 from distillery.ml.report.baseline import BaselinePredictor, save_baseline
 from distillery.ml.report.evaluation import evaluate_predictor
@@ -94,6 +99,9 @@ def build_models(
         BinaryDictDataset, "data/06_models/student_onnx_exports", versions
     )
     baseline = _latest(BaselineDataset, "data/06_models/baseline", versions)
+    # A student with its own backbone (e.g. under a non-BERT teacher) has its own
+    # tokenizer: its ONNX forms are read and sized with it.
+    students = _latest(ClassifierDictDataset, "data/06_models/students", versions)
     tok = teacher.tokenizer
     tokenizer_bytes = _saved_size(tok.save_pretrained)
     models: dict[str, tuple[str, object, int]] = {
@@ -109,13 +117,17 @@ def build_models(
     def add_onnx(files: dict[str, bytes]) -> None:
         """``<name>.onnx`` and ``<name>.int8.onnx`` for every name in the folder."""
         for name in sorted({f.partition(".")[0] for f in files}):
+            own = students[name].tokenizer if name in students else tok
+            own_bytes = (
+                tokenizer_bytes if own is tok else _saved_size(own.save_pretrained)
+            )
             for suffix, form in ((".onnx", "onnx-fp32"), (".int8.onnx", "onnx-int8")):
                 path = tmp / f"{name}{suffix}"
                 path.write_bytes(files[path.name])
                 predictor = OnnxPredictor(
-                    path, tok, labels, num_threads=threads, normalize=normalize_text
+                    path, own, labels, num_threads=threads, normalize=normalize_text
                 )
-                size = len(files[path.name]) + tokenizer_bytes
+                size = len(files[path.name]) + own_bytes
                 models[f"{name}-{form}"] = (form, predictor, size)
 
     add_onnx(teacher_onnx)
