@@ -10,7 +10,7 @@ loss) in two arms that share that teacher:
 
 Everything else is the defaults (students chosen on validation). Both arms run in one
 throw-away copy of the project (``kedro run``, then ``kedro run --from-nodes
-cache_teacher_logits_node``), so neither touches ``data/`` here. The registered
+compress.cache_teacher_logits_node``), so neither touches ``data/`` here. The registered
 students of both arms predict the test split, and a paired bootstrap gives the
 interval of their difference. Usage::
 
@@ -130,7 +130,9 @@ def main() -> int:
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="distillery-transfer-"))
     project, log = _project(root), root / "kedro.log"
-    walls = {"data": _kedro(project, log, "--to-nodes", "tokenize_splits_node")}
+    walls = {
+        "data": _kedro(project, log, "--to-nodes", "preprocess.tokenize_splits_node")
+    }
     train = pd.read_parquet(project / "data/05_model_input/train", columns=["text"])
     labelled = math.ceil(args.fraction * len(train))
     transfer = root / "transfer.parquet"
@@ -146,7 +148,7 @@ def main() -> int:
         project,
         log,
         "--from-nodes",
-        "cache_teacher_logits_node",
+        "compress.cache_teacher_logits_node",
         "--params",
         f"{scarce},compress_options.transfer_set.path={transfer}",
     )
