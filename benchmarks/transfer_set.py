@@ -8,9 +8,9 @@ loss) in two arms that share that teacher:
 - ``with``: the same, plus ``compress_options.transfer_set``: every training text
   written to a Parquet file without its label, which the teacher labels.
 
-Everything else is the defaults (students chosen on validation), but the release's
-F1 gate, lowered to 50% so that both arms register a student to compare. Both arms run in one
-throw-away copy of the project (``kedro run``, then ``kedro run --from-nodes
+Everything else is the defaults (students chosen on validation) except the release's
+F1 gate, lowered to 50% so that both arms register a student to compare. Both arms run
+in one throw-away copy of the project (``kedro run``, then ``kedro run --from-nodes
 compress.cache_teacher_logits_node``), so neither touches ``data/`` here. The registered
 students of both arms predict the test split, and a paired bootstrap gives the
 interval of their difference. Usage::
